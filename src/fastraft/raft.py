@@ -263,6 +263,7 @@ class Raft:
         self._heartbeat_elapsed = 0
         self._ticks = 0
         self._ack_tick: dict[int, int] = {}
+        self._snap_sent_tick: dict[int, int] = {}
         self._randomized_timeout = config.election_tick
         self.lead_transferee = 0
         self.pending_conf_index = 0
@@ -588,6 +589,12 @@ class Raft:
             pr.recent_active = True
             self._ack_tick[m.frm] = self._ticks
             pr.probe_sent = False
+            if (pr.state == SNAPSHOT and self._ticks - self._snap_sent_tick.get(m.frm, 0)
+                    >= self.cfg.election_tick):
+                # The follower is alive but the snapshot never got an answer: it was lost on the
+                # way. Probe again, which leads to a fresh snapshot if one is still needed.
+                pr.pending_snapshot = 0
+                pr.become_probe()
             if pr.state == REPLICATE and pr.is_paused():
                 pr.infl_free_first()
             if pr.match < self.log.last_index():
@@ -853,8 +860,6 @@ class Raft:
         return True
 
     def _send_snapshot(self, to: int, pr: Any) -> bool:
-        if not pr.recent_active and pr.state != PROBE:
-            return False
         snap = self.snapshot
         if snap is None:
             return False
@@ -862,6 +867,7 @@ class Raft:
                     self.id, self.log.first_index(), self.log.committed, snap.index, snap.term, to)
         self._send(Message(SNAP, to, self.id, self.term, snapshot=snap))
         pr.become_snapshot(snap.index)
+        self._snap_sent_tick[to] = self._ticks
         return True
 
     def _send_timeout_now(self, to: int) -> None:

@@ -1,0 +1,649 @@
+"""The MVCC key-value state machine: etcd's revision model over RocksDB.
+
+Every change bumps the store *revision* (it starts at 1, so the first put gets revision 2, as in
+etcd); a txn is one revision, and the changes inside one revision are numbered by a *sub*
+index. Each key carries create_revision, mod_revision and version (1 on creation, +1 per put,
+reset when the key is deleted). A delete that deletes nothing does not bump the revision.
+
+Key layout, all in the ``kv`` column family of the member's DB (one family, so that one RocksDB
+iterator -- which pins an implicit snapshot when created -- sees a consistent state for
+``snapshot_data``):
+
+=================================  ==============================================================
+``m``                              msgpack ``[applied, revision, compact_revision]``
+``c`` + key                        current record: msgpack ``[create, mod, version, lease, value]``
+                                   (a current read is one point lookup; a range is one ordered
+                                   iteration over the ``c`` prefix)
+``i`` + enc(key) + rev (8 B BE)    history: the record the key got at ``rev``, or ``b""`` for a
+                                   tombstone (deleted at ``rev``). Reads at an old revision take
+                                   each key's last entry <= that revision.
+``r`` + rev (8 B BE) + sub (4 B)   change log: which key changed at (rev, sub). Compaction walks
+                                   it to find the history entries to drop; a future ``watch``
+                                   will stream from it.
+=================================  ==============================================================
+
+``enc(key)`` escapes ``\\x00`` as ``\\x00\\xff`` and ends with ``\\x00\\x00``: it keeps byte order
+and is prefix-free, so one key's history entries are contiguous and ordered by revision even when
+another key extends it.
+
+Compaction at revision C keeps, for every key, its last history entry <= C unless that entry is
+a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep working.
+
+Nothing is held in Python dicts between calls: RocksDB holds the data. Within one ``apply`` call
+changes are buffered in a dict (so later entries of the batch see earlier ones) and written in
+ONE WriteBatch together with the new ``applied`` index.
+
+Not in scope yet: watch (the ``r`` change log is laid out for it) and leases (a put with a
+non-zero lease is refused with BadRequestError rather than silently ignored).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import rocksdict
+
+from fastraft.errors import (
+    BadRequestError,
+    CompactedError,
+    FastraftError,
+    FutureRevisionError,
+    KeyTooLargeError,
+    UnknownOperationError,
+    ValueTooLargeError,
+)
+
+ENTRY_NORMAL = 0
+ENTRY_CONF_CHANGE = 1
+
+_U64 = struct.Struct(">Q")
+_REVSUB = struct.Struct(">QI")
+_MAX_REV = (1 << 63) - 1
+_META_KEY = b"m"
+_SNAP_MAGIC = "fastraft-kv-snapshot"
+_SNAP_VERSION = 1
+
+_OPS = ("put", "delete", "txn", "compact", "range")
+_TXN_OPS = ("put", "delete", "range")
+_TARGETS = ("value", "version", "create", "mod")
+_RESULTS = ("=", "!=", ">", "<")
+
+# Argument kinds per op: "key" (non-empty bytes, size-limited), "bytes", "value", "bool",
+# "uint", "list".
+_ARGS: dict[str, dict[str, str]] = {
+    "put": {"key": "key", "value": "value", "prev_kv": "bool", "lease": "uint"},
+    "delete": {"key": "key", "range_end": "bytes", "prev_kv": "bool"},
+    "range": {"key": "key", "range_end": "bytes", "limit": "uint", "revision": "uint",
+              "keys_only": "bool", "count_only": "bool", "serializable": "bool"},
+    "compact": {"revision": "uint"},
+    "txn": {"compare": "list", "success": "list", "failure": "list"},
+}
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "put": ("key", "value"), "delete": ("key",), "range": ("key",), "compact": ("revision",),
+    "txn": (),
+}
+
+_pack = msgpack.Packer(use_bin_type=True).pack
+
+
+def _unpack(b: bytes) -> Any:
+    return msgpack.unpackb(b, raw=False)
+
+
+def enc_key(key: bytes) -> bytes:
+    """Order-preserving, prefix-free encoding of a key for the history index."""
+    return key.replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+
+
+def dec_key(ek: bytes) -> bytes:
+    return ek[:-2].replace(b"\x00\xff", b"\x00")
+
+
+def _kv_dict(key: bytes, rec: bytes, keys_only: bool) -> dict:
+    create, mod, version, lease, value = _unpack(rec)
+    return {"key": key, "value": b"" if keys_only else value, "create_revision": create,
+            "mod_revision": mod, "version": version, "lease": lease}
+
+
+def _range_end_key(prefix: bytes, key: bytes, range_end: bytes, encode: bool) -> tuple[bytes, bytes]:
+    """DB bounds [lo, hi) of a non-single-key range under ``prefix``."""
+    lo = prefix + (enc_key(key) if encode else key)
+    if range_end == b"\x00":
+        hi = bytes([prefix[0] + 1])  # end of the whole prefix
+    else:
+        hi = prefix + (enc_key(range_end) if encode else range_end)
+    return lo, hi
+
+
+class _Buffer:
+    """Reads through pending writes; one apply() call's changes, written as one WriteBatch."""
+
+    __slots__ = ("cf", "pend")
+
+    def __init__(self, cf: rocksdict.Rdict) -> None:
+        self.cf = cf
+        self.pend: dict[bytes, bytes | None] = {}
+
+    def get(self, k: bytes) -> bytes | None:
+        pend = self.pend
+        if k in pend:
+            return pend[k]
+        return self.cf.get(k)
+
+    def put(self, k: bytes, v: bytes) -> None:
+        self.pend[k] = v
+
+    def delete(self, k: bytes) -> None:
+        self.pend[k] = None
+
+    def scan(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Live (key, value) pairs in [lo, hi), ascending, pending writes merged in."""
+        pend = self.pend
+        pk = sorted(k for k in pend if lo <= k < hi) if pend else []
+        it = self.cf.iter()
+        it.seek(lo)
+        j = 0
+        n = len(pk)
+        while True:
+            dbk = it.key() if it.valid() else None
+            if dbk is not None and dbk >= hi:
+                dbk = None
+            pkk = pk[j] if j < n else None
+            if dbk is None and pkk is None:
+                return
+            if pkk is not None and (dbk is None or pkk <= dbk):
+                j += 1
+                if dbk == pkk:
+                    it.next()
+                v = pend[pkk]
+                if v is not None:
+                    yield pkk, v
+            else:
+                yield dbk, it.value()  # type: ignore[misc]
+                it.next()
+
+    def last_in(self, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
+        """The greatest live pair in [lo, hi) (one reverse seek when nothing is pending)."""
+        pend = self.pend
+        best: tuple[bytes, bytes] | None = None
+        if pend:
+            for k in sorted((k for k in pend if lo <= k < hi), reverse=True):
+                v = pend[k]
+                if v is not None:
+                    best = (k, v)
+                    break
+        it = self.cf.iter()
+        it.seek_for_prev(hi)
+        while it.valid():
+            k = it.key()
+            if k >= hi:
+                it.prev()
+                continue
+            if k < lo or (best is not None and k <= best[0]):
+                break
+            if k in pend:  # overridden (or deleted) by a pending write, judged above
+                it.prev()
+                continue
+            return (k, it.value())
+        return best
+
+
+class KV:
+    """The MVCC store of one member, kept in the ``kv`` column family of its Storage."""
+
+    def __init__(self, storage: Any, *, max_key_bytes: int = 32768,
+                 max_value_bytes: int = 1_572_864, max_txn_ops: int = 128) -> None:
+        self.storage = storage
+        self.max_key_bytes = max_key_bytes
+        self.max_value_bytes = max_value_bytes
+        self.max_txn_ops = max_txn_ops
+        # Only the Rdict is kept: a ColumnFamily handle held here would keep RocksDB open (and
+        # its LOCK taken) after storage.close(). Storage closes this Rdict itself.
+        self._cf: rocksdict.Rdict = storage.column_family("kv")
+        raw = self._cf.get(_META_KEY)
+        if raw is None:
+            self.applied, self.revision, self.compact_revision = 0, 1, 0
+        else:
+            self.applied, self.revision, self.compact_revision = _unpack(raw)
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self, op: str, args: dict) -> None:
+        """Check a client command completely before it is proposed; raise on anything wrong."""
+        self._validate(op, args, True, False)
+
+    def encode_command(self, op: str, args: dict) -> bytes:
+        """The log entry data of a command: msgpack ``[op, args]`` (validated first)."""
+        self._validate(op, args, True, False)
+        return _pack([op, args])
+
+    def _check_key(self, what: str, k: bytes, sizes: bool, allow_empty: bool) -> None:
+        if not isinstance(k, bytes):
+            raise BadRequestError(f"{what} must be bytes, got {type(k).__name__}")
+        if not k and not allow_empty:
+            raise BadRequestError(f"{what} must not be empty")
+        if sizes and len(k) > self.max_key_bytes:
+            raise KeyTooLargeError(f"{what} is {len(k)} bytes; the limit is {self.max_key_bytes}")
+
+    def _validate(self, op: Any, args: Any, sizes: bool, in_txn: bool) -> None:
+        allowed_ops = _TXN_OPS if in_txn else _OPS
+        if not isinstance(op, str) or op not in allowed_ops:
+            where = " inside a txn" if in_txn else ""
+            raise UnknownOperationError(
+                f"unknown operation {op!r}{where}; expected one of {', '.join(allowed_ops)}")
+        if not isinstance(args, dict):
+            raise BadRequestError(f"{op}: args must be a map, got {type(args).__name__}")
+        spec = _ARGS[op]
+        for name, v in args.items():
+            kind = spec.get(name) if isinstance(name, str) else None
+            if kind is None:
+                raise BadRequestError(f"{op}: unknown argument {name!r}")
+            if kind == "key":
+                self._check_key(f"{op}: {name}", v, sizes, False)
+            elif kind == "bytes":
+                self._check_key(f"{op}: {name}", v, sizes, True)
+            elif kind == "value":
+                if not isinstance(v, bytes):
+                    raise BadRequestError(f"{op}: {name} must be bytes, got {type(v).__name__}")
+                if sizes and len(v) > self.max_value_bytes:
+                    raise ValueTooLargeError(
+                        f"{op}: value is {len(v)} bytes; the limit is {self.max_value_bytes}")
+            elif kind == "bool":
+                if not isinstance(v, bool):
+                    raise BadRequestError(f"{op}: {name} must be a bool, got {type(v).__name__}")
+            elif kind == "uint":
+                if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_REV:
+                    raise BadRequestError(f"{op}: {name} must be an integer in [0, 2^63), got {v!r}")
+            elif kind == "list":
+                if not isinstance(v, (list, tuple)):
+                    raise BadRequestError(f"{op}: {name} must be a list, got {type(v).__name__}")
+        for name in _REQUIRED[op]:
+            if name not in args:
+                raise BadRequestError(f"{op}: missing required argument {name!r}")
+        if op == "put" and args.get("lease", 0) != 0:
+            raise BadRequestError("put: leases are not supported yet (lease must be 0)")
+        if op == "compact" and args["revision"] < 1:
+            raise BadRequestError("compact: revision must be >= 1")
+        if op == "txn":
+            self._validate_txn(args, sizes)
+
+    def _validate_txn(self, args: dict, sizes: bool) -> None:
+        compare = args.get("compare", [])
+        n_ops = 0
+        for c in compare:
+            if not isinstance(c, (list, tuple)) or len(c) != 5:
+                raise BadRequestError(
+                    f"txn: a compare must be [target, result, key, range_end, value], got {c!r}")
+            target, result, key, range_end, value = c
+            if target not in _TARGETS:
+                raise BadRequestError(f"txn: compare target must be one of {_TARGETS}, got {target!r}")
+            if result not in _RESULTS:
+                raise BadRequestError(f"txn: compare result must be one of {_RESULTS}, got {result!r}")
+            self._check_key("txn: compare key", key, sizes, False)
+            self._check_key("txn: compare range_end", range_end, sizes, True)
+            if target == "value":
+                if not isinstance(value, bytes):
+                    raise BadRequestError("txn: a value compare needs a bytes value")
+                if sizes and len(value) > self.max_value_bytes:
+                    raise ValueTooLargeError(
+                        f"txn: compare value is {len(value)} bytes; the limit is {self.max_value_bytes}")
+            elif not isinstance(value, int) or isinstance(value, bool):
+                raise BadRequestError(f"txn: a {target} compare needs an integer value, got {value!r}")
+        for branch in ("success", "failure"):
+            puts: set[bytes] = set()
+            deletes: list[tuple[bytes, bytes]] = []
+            for item in args.get(branch, []):
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    raise BadRequestError(f"txn: each {branch} op must be [op, args], got {item!r}")
+                sub_op, sub_args = item
+                self._validate(sub_op, sub_args, sizes, True)
+                if sub_op == "put":
+                    if sub_args["key"] in puts:
+                        # etcd refuses this too: two values for one key in one revision.
+                        raise BadRequestError(f"txn: duplicate key {sub_args['key']!r} in {branch}")
+                    puts.add(sub_args["key"])
+                elif sub_op == "delete":
+                    deletes.append((sub_args["key"], sub_args.get("range_end", b"")))
+            for key in puts:
+                for lo, end in deletes:
+                    if _in_range(key, lo, end):
+                        raise BadRequestError(f"txn: key {key!r} is both put and deleted in {branch}")
+            n_ops = max(n_ops, len(args.get(branch, [])))
+        if n_ops + len(compare) > self.max_txn_ops:
+            raise BadRequestError(f"txn: too many operations (limit {self.max_txn_ops})")
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, entries: list[tuple]) -> list[tuple[int, object]]:
+        """Apply committed entries in order; return (index, result-or-error) per command."""
+        buf = _Buffer(self._cf)
+        results: list[tuple[int, object]] = []
+        applied = self.applied
+        saved = (self.revision, self.compact_revision)
+        try:
+            for index, _term, typ, data in entries:
+                if index <= applied:
+                    continue  # already applied (replay after a restart): applying is not idempotent
+                if index != applied + 1:
+                    raise ValueError(f"entry {index} does not follow the applied index {applied}")
+                applied = index
+                if typ != ENTRY_NORMAL or not data:
+                    continue  # leader no-op, conf change: only the applied index moves
+                results.append((index, self._apply_one(buf, data)))
+            if applied == self.applied:
+                return results
+            buf.put(_META_KEY, _pack([applied, self.revision, self.compact_revision]))
+            wb = rocksdict.WriteBatch(raw_mode=True)
+            h = self.storage.cf_handle("kv")
+            for k, v in buf.pend.items():
+                if v is None:
+                    wb.delete(k, h)
+                else:
+                    wb.put(k, v, h)
+            self.storage.write(wb)
+        except BaseException:
+            self.revision, self.compact_revision = saved  # nothing was written
+            raise
+        self.applied = applied
+        return results
+
+    def _apply_one(self, buf: _Buffer, data: bytes) -> object:
+        try:
+            cmd = _unpack(data)
+        except Exception as e:  # garbage must not wedge the cluster: report it as the result
+            return BadRequestError(f"committed entry is not a valid msgpack command ({e})")
+        if not isinstance(cmd, (list, tuple)) or len(cmd) != 2:
+            return BadRequestError("committed entry is not an [op, args] command")
+        op, args = cmd
+        try:
+            # Size limits are proposal-time policy that may differ between members; applying
+            # must give the same result everywhere, so only the structure is checked here.
+            self._validate(op, args, False, False)
+            if op == "put":
+                return self._op_put(buf, args)
+            if op == "delete":
+                return self._op_delete(buf, args)
+            if op == "txn":
+                return self._op_txn(buf, args)
+            if op == "compact":
+                return self._op_compact(buf, args["revision"])
+            res = self._range(buf, args)
+            return res
+        except FastraftError as e:
+            # The error outlives this call (it goes to a client); its traceback would pin our
+            # frames, and through them RocksDB handles that keep the DB open after close().
+            return e.with_traceback(None)
+
+    # ------------------------------------------------------------------ primitive changes
+
+    def _put(self, buf: _Buffer, key: bytes, value: bytes, lease: int, rev: int, sub: int,
+             want_prev: bool) -> dict | None:
+        ck = b"c" + key
+        cur = buf.get(ck)
+        prev = None
+        if cur is None:
+            create, version = rev, 1
+        else:
+            create, _mod, version, _lease, _value = _unpack(cur)
+            version += 1
+            if want_prev:
+                prev = _kv_dict(key, cur, False)
+        rec = _pack([create, rev, version, lease, value])
+        buf.put(ck, rec)
+        buf.put(b"i" + enc_key(key) + _U64.pack(rev), rec)
+        buf.put(b"r" + _REVSUB.pack(rev, sub), key)
+        return prev
+
+    def _current(self, buf: _Buffer, key: bytes, range_end: bytes) -> list[tuple[bytes, bytes]]:
+        """(key, record) of the live keys in the range, at the current revision."""
+        if not range_end:
+            rec = buf.get(b"c" + key)
+            return [] if rec is None else [(key, rec)]
+        if range_end != b"\x00" and range_end <= key:
+            return []
+        lo, hi = _range_end_key(b"c", key, range_end, False)
+        return [(k[1:], v) for k, v in buf.scan(lo, hi)]
+
+    def _delete(self, buf: _Buffer, key: bytes, range_end: bytes, rev: int, sub: int,
+                want_prev: bool) -> tuple[int, list[dict]]:
+        found = self._current(buf, key, range_end)
+        prevs = []
+        rev8 = _U64.pack(rev)
+        for k, rec in found:
+            buf.delete(b"c" + k)
+            buf.put(b"i" + enc_key(k) + rev8, b"")
+            buf.put(b"r" + _REVSUB.pack(rev, sub), k)
+            sub += 1
+            if want_prev:
+                prevs.append(_kv_dict(k, rec, False))
+        return len(found), prevs
+
+    # ------------------------------------------------------------------ ops
+
+    def _op_put(self, buf: _Buffer, args: dict) -> dict:
+        rev = self.revision + 1
+        prev = self._put(buf, args["key"], args["value"], args.get("lease", 0), rev, 0,
+                         args.get("prev_kv", False))
+        self.revision = rev
+        res: dict = {"revision": rev}
+        if prev is not None:
+            res["prev_kv"] = prev
+        return res
+
+    def _op_delete(self, buf: _Buffer, args: dict) -> dict:
+        rev = self.revision + 1
+        want = args.get("prev_kv", False)
+        n, prevs = self._delete(buf, args["key"], args.get("range_end", b""), rev, 0, want)
+        if n:
+            self.revision = rev  # as etcd: deleting nothing is not a new revision
+        res: dict = {"revision": self.revision, "deleted": n}
+        if want:
+            res["prev_kvs"] = prevs
+        return res
+
+    def _compare(self, buf: _Buffer, c: list) -> bool:
+        target, result, key, range_end, value = c
+        found = self._current(buf, key, range_end)
+        if not found:
+            if target == "value":
+                return False  # as etcd: a value compare on a missing key is false
+            recs: list[tuple] = [(0, 0, 0, 0, b"")]
+        else:
+            recs = [tuple(_unpack(rec)) for _k, rec in found]
+        for create, mod, version, _lease, val in recs:
+            have: Any = {"value": val, "version": version, "create": create, "mod": mod}[target]
+            d = (have > value) - (have < value)
+            ok = {"=": d == 0, "!=": d != 0, ">": d > 0, "<": d < 0}[result]
+            if not ok:
+                return False
+        return True
+
+    def _op_txn(self, buf: _Buffer, args: dict) -> dict:
+        succeeded = all(self._compare(buf, c) for c in args.get("compare", []))
+        ops = args.get("success" if succeeded else "failure", [])
+        # Refuse before changing anything: a txn is all or nothing.
+        for sub_op, sub_args in ops:
+            if sub_op == "range":
+                self._check_revision(sub_args.get("revision", 0))
+        rev = self.revision + 1
+        sub = 0
+        responses: list[dict] = []
+        for sub_op, sub_args in ops:
+            if sub_op == "put":
+                prev = self._put(buf, sub_args["key"], sub_args["value"], sub_args.get("lease", 0),
+                                 rev, sub, sub_args.get("prev_kv", False))
+                sub += 1
+                responses.append({"prev_kv": prev} if prev is not None else {})
+            elif sub_op == "delete":
+                want = sub_args.get("prev_kv", False)
+                n, prevs = self._delete(buf, sub_args["key"], sub_args.get("range_end", b""),
+                                        rev, sub, want)
+                sub += n
+                r: dict = {"deleted": n}
+                if want:
+                    r["prev_kvs"] = prevs
+                responses.append(r)
+            else:
+                r = self._range(buf, sub_args)
+                del r["revision"]
+                responses.append(r)
+        if sub:
+            self.revision = rev
+        return {"revision": self.revision, "succeeded": succeeded, "responses": responses}
+
+    def _op_compact(self, buf: _Buffer, target: int) -> dict:
+        if target <= self.compact_revision:
+            raise CompactedError(
+                f"revision {target} is already compacted (compact revision {self.compact_revision})")
+        if target > self.revision:
+            raise FutureRevisionError(
+                f"cannot compact to revision {target}: the current revision is {self.revision}")
+        changed: set[bytes] = set()
+        for k, key in list(buf.scan(b"r", b"r" + _U64.pack(target + 1))):
+            buf.delete(k)
+            changed.add(key)
+        tail = _U64.pack(target + 1)
+        # Sorted, so that the batch content does not depend on set iteration order.
+        for key in sorted(changed):
+            lo = b"i" + enc_key(key)
+            hist = list(buf.scan(lo, lo + tail))
+            for k, _v in hist[:-1]:
+                buf.delete(k)
+            if hist and hist[-1][1] == b"":
+                buf.delete(hist[-1][0])  # a tombstone is not needed to read at >= target
+        self.compact_revision = target
+        return {"revision": self.revision}
+
+    # ------------------------------------------------------------------ reads
+
+    def _check_revision(self, revision: int) -> None:
+        if revision and revision < self.compact_revision:
+            raise CompactedError(
+                f"revision {revision} has been compacted (compact revision {self.compact_revision})")
+        if revision > self.revision:
+            raise FutureRevisionError(
+                f"revision {revision} is in the future (current revision {self.revision})")
+
+    def range(self, key: bytes, range_end: bytes = b"", limit: int = 0, revision: int = 0,
+              keys_only: bool = False, count_only: bool = False) -> dict:
+        """Read keys at the current (or an older) revision, as etcd's Range."""
+        args = {"key": key, "range_end": range_end, "limit": limit, "revision": revision,
+                "keys_only": keys_only, "count_only": count_only}
+        self._validate("range", args, False, False)
+        return self._range(_Buffer(self._cf), args)
+
+    def _range(self, buf: _Buffer, args: dict) -> dict:
+        key: bytes = args["key"]
+        range_end: bytes = args.get("range_end", b"")
+        limit: int = args.get("limit", 0)
+        revision: int = args.get("revision", 0)
+        keys_only: bool = args.get("keys_only", False)
+        count_only: bool = args.get("count_only", False)
+        self._check_revision(revision)
+        if revision == 0 or revision == self.revision:
+            found: Any = self._current(buf, key, range_end)
+        else:
+            found = self._at_revision(buf, key, range_end, revision)
+        kvs: list[dict] = []
+        count = 0
+        for k, rec in found:
+            count += 1
+            if not count_only and (limit == 0 or count <= limit):
+                kvs.append(_kv_dict(k, rec, keys_only))
+        more = bool(limit) and count > limit and not count_only
+        return {"kvs": kvs, "count": count, "more": more, "revision": self.revision}
+
+    def _at_revision(self, buf: _Buffer, key: bytes, range_end: bytes,
+                     revision: int) -> Iterator[tuple[bytes, bytes]]:
+        upto = _U64.pack(revision)
+        if not range_end:
+            lo = b"i" + enc_key(key)
+            last = buf.last_in(lo, lo + _U64.pack(revision + 1))
+            if last is not None and last[1]:
+                yield key, last[1]
+            return
+        if range_end != b"\x00" and range_end <= key:
+            return
+        lo, hi = _range_end_key(b"i", key, range_end, True)
+        group: bytes | None = None
+        best: bytes | None = None
+        for k, v in buf.scan(lo, hi):
+            ek, rev8 = k[1:-8], k[-8:]
+            if ek != group:
+                if group is not None and best:
+                    yield dec_key(group), best
+                group, best = ek, None
+            if rev8 <= upto:
+                best = v  # the last entry <= revision wins; b"" means deleted then
+        if group is not None and best:
+            yield dec_key(group), best
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_data(self) -> bytes:
+        """A consistent copy of the whole state (one RocksDB iterator = one implicit snapshot)."""
+        body = bytearray()
+        n = 0
+        it = self._cf.iter()
+        it.seek_to_first()
+        while it.valid():
+            body += _pack(it.key())
+            body += _pack(it.value())
+            n += 1
+            it.next()
+        del it
+        return _pack(_SNAP_MAGIC) + _pack(_SNAP_VERSION) + _pack(n) + bytes(body)
+
+    def restore(self, data: bytes, index: int) -> None:
+        """Replace the whole state with a snapshot's; ``applied`` becomes ``index``.
+
+        The data is decoded and checked completely before anything is written; the state is
+        then replaced in one WriteBatch.
+        """
+        if not isinstance(data, (bytes, bytearray)):
+            raise ValueError("snapshot data must be bytes")
+        up = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1 << 20))
+        up.feed(data)
+        try:
+            magic, version, n = next(up), next(up), next(up)
+            if magic != _SNAP_MAGIC or version != _SNAP_VERSION or not isinstance(n, int):
+                raise ValueError(f"not a fastraft KV snapshot (format {version!r})")
+            pairs = []
+            for _ in range(n):
+                k, v = next(up), next(up)
+                if not isinstance(k, bytes) or not isinstance(v, bytes) or not k or k[0] not in b"cimr":
+                    raise ValueError("snapshot holds an entry outside the KV layout")
+                pairs.append((k, v))
+            try:
+                next(up)
+            except StopIteration:
+                pass
+            else:
+                raise ValueError("snapshot has trailing data")
+        except StopIteration:
+            raise ValueError("snapshot data is truncated") from None
+        except (msgpack.UnpackException, msgpack.ExtraData, TypeError) as e:
+            raise ValueError(f"snapshot data is corrupt ({e})") from None
+        meta = dict(pairs).get(_META_KEY)
+        if meta is None:
+            raise ValueError("snapshot data has no KV metadata record")
+        _applied, revision, compact = _unpack(meta)
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        h = self.storage.cf_handle("kv")
+        wb.delete_range(b"", b"\xff", h)  # every KV key starts with one of c, i, m, r
+        for k, v in pairs:
+            wb.put(k, v, h)
+        wb.put(_META_KEY, _pack([index, revision, compact]), h)
+        self.storage.write(wb)
+        self.applied, self.revision, self.compact_revision = index, revision, compact
+
+
+def _in_range(key: bytes, lo: bytes, end: bytes) -> bool:
+    if not end:
+        return key == lo
+    if end == b"\x00":
+        return key >= lo
+    return lo <= key < end

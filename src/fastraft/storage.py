@@ -1,0 +1,417 @@
+"""Durable storage of one member: the raft log, hard state, metadata and snapshots.
+
+Layout of a data directory::
+
+    <data_dir>/fastraft.id          msgpack {format, cluster_id, member_id, name}; written first,
+                                    atomically, so a half-created dir is still recognised as ours
+    <data_dir>/db/                  one RocksDB (rocksdict, raw mode) with column families:
+        log    8-byte big-endian index -> msgpack [term, type, data]
+        meta   utf-8 key -> msgpack value ("hardstate" = [term, vote, commit],
+               "snapshot" = [index, term, voters, learners], plus the node's own keys)
+        kv     the MVCC state machine (layout documented in kv.py)
+    <data_dir>/snap/<index:016x>.snap   snapshot data, written durably before its metadata
+
+Writes (``save``) never fsync: the host calls ``sync()`` (``flush_wal(True)``, which releases the
+GIL, FACTS.md) once per ready, typically in a worker thread, so one fsync covers a whole batch.
+
+Options chosen for a WAL-heavy, fsync-per-batch workload:
+
+* ``create_if_missing`` / ``create_missing_column_families``: a new member and a newer layout
+  with an extra column family both open without a manual step.
+* 64 MiB write buffer, 3 buffers: log appends and KV puts land in the memtable; fewer, larger
+  flushes keep compaction work (and its CPU on a 2-core box) down.
+* ``max_total_wal_size`` 256 MiB: with several column families a rarely written one (meta) would
+  otherwise pin old WAL files forever; this forces its flush and bounds WAL disk use and replay.
+* ``max_background_jobs`` 2: one per core; flushes must keep up with appends.
+* ``bytes_per_sync`` 1 MiB: SST writes are synced incrementally instead of one large stall.
+* ``keep_log_file_num`` 3: RocksDB's info LOG files otherwise accumulate in the data dir.
+* LZ4 compression: cheap on CPU; raft entries and values often compress.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from typing import Any
+
+import msgpack
+import rocksdict
+
+from fastraft.errors import DataDirError
+
+FORMAT_VERSION = 1
+
+ID_FILE = "fastraft.id"
+DB_DIR = "db"
+SNAP_DIR = "snap"
+COLUMN_FAMILIES = ("log", "meta", "kv")
+KEEP_SNAPSHOTS = 3  # newest snapshot files kept; older ones are useless once a newer one is durable
+
+_IDX = struct.Struct(">Q")
+_MAX_INDEX_KEY = b"\xff" * 9  # sorts after every 8-byte index key
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that after a crash the file is either absent or complete."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
+
+
+def _db_options() -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.create_if_missing(True)
+    opts.create_missing_column_families(True)
+    opts.set_write_buffer_size(64 << 20)
+    opts.set_max_write_buffer_number(3)
+    opts.set_max_total_wal_size(256 << 20)
+    opts.set_max_background_jobs(2)
+    opts.set_bytes_per_sync(1 << 20)
+    opts.set_keep_log_file_num(3)
+    opts.set_compression_type(rocksdict.DBCompressionType.lz4())
+    return opts
+
+
+def _cf_options() -> rocksdict.Options:
+    opts = rocksdict.Options(raw_mode=True)
+    opts.set_write_buffer_size(64 << 20)
+    opts.set_compression_type(rocksdict.DBCompressionType.lz4())
+    return opts
+
+
+def _check_identity(raw: Any, path: str) -> dict:
+    """Return the identity dict decoded from the id file, or raise DataDirError if malformed."""
+    if not isinstance(raw, dict):
+        raise DataDirError(f"data dir {path!r} is corrupt: {ID_FILE} is not a map")
+    fmt = raw.get("format")
+    cid = raw.get("cluster_id")
+    mid = raw.get("member_id")
+    name = raw.get("name")
+    ok = (
+        isinstance(fmt, int) and not isinstance(fmt, bool) and fmt >= 1
+        and isinstance(cid, int) and not isinstance(cid, bool)
+        and isinstance(mid, int) and not isinstance(mid, bool)
+        and isinstance(name, str)
+    )
+    if not ok:
+        raise DataDirError(f"data dir {path!r} is corrupt: {ID_FILE} has missing or invalid fields")
+    return {"cluster_id": cid, "member_id": mid, "name": name, "format": fmt}
+
+
+class Storage:
+    """One member's durable state. Create with :meth:`Storage.open`."""
+
+    def __init__(self, data_dir: str, db: rocksdict.Rdict, identity: dict) -> None:
+        self.data_dir = data_dir
+        self.identity = identity
+        self.db = db
+        self._cfs = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
+        self._handles = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
+        self._wopts = rocksdict.WriteOptions()
+        self._wopts.sync = False  # durability comes from sync(), once per batch
+        self._snap_dir = os.path.join(data_dir, SNAP_DIR)
+        self._closed = False
+        # The last stored log index (0 = none): lets save() delete a conflicting suffix only
+        # when there is one, instead of writing a range tombstone on every append.
+        self._last_index = 0
+        it = self._cfs["log"].iter()
+        it.seek_to_last()
+        if it.valid():
+            self._last_index = _IDX.unpack(it.key())[0]
+        del it
+
+    # ----------------------------------------------------------------- opening
+
+    @staticmethod
+    def read_identity(data_dir: str) -> dict | None:
+        """The identity recorded in ``data_dir`` (cluster_id, member_id, name, format).
+
+        None when the directory does not exist or is empty. Raises DataDirError when it is
+        non-empty but not a (readable) fastraft data dir. Never modifies anything.
+        """
+        if not os.path.exists(data_dir):
+            return None
+        if not os.path.isdir(data_dir):
+            raise DataDirError(f"data dir {data_dir!r} is not a directory")
+        try:
+            names = os.listdir(data_dir)
+        except OSError as e:
+            raise DataDirError(f"data dir {data_dir!r} is unreadable: {e}") from None
+        if not names:
+            return None
+        id_path = os.path.join(data_dir, ID_FILE)
+        if ID_FILE not in names:
+            raise DataDirError(
+                f"data dir {data_dir!r} is not empty and is not a fastraft data dir "
+                f"(no {ID_FILE}); refusing to use it"
+            )
+        try:
+            with open(id_path, "rb") as f:
+                blob = f.read()
+        except OSError as e:
+            raise DataDirError(f"data dir {data_dir!r} is unreadable: {ID_FILE}: {e}") from None
+        try:
+            raw = msgpack.unpackb(blob, raw=False)
+        except Exception as e:  # msgpack raises several unrelated types on garbage
+            raise DataDirError(f"data dir {data_dir!r} is corrupt: {ID_FILE} cannot be decoded ({e})") from None
+        return _check_identity(raw, data_dir)
+
+    @classmethod
+    def open(cls, data_dir: str, *, cluster_id: int, member_id: int, name: str) -> Storage:
+        """Open (or create) the data dir of member ``member_id`` of cluster ``cluster_id``.
+
+        A refused directory (foreign, corrupt, another cluster or member, newer format) raises
+        DataDirError and is left untouched: every check happens before anything is written.
+        """
+        for label, v in (("cluster_id", cluster_id), ("member_id", member_id)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 < v < 1 << 64:
+                raise ValueError(f"{label} must be a non-zero 64-bit unsigned integer, got {v!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        ident = cls.read_identity(data_dir)
+        if ident is not None:
+            if ident["format"] > FORMAT_VERSION:
+                raise DataDirError(
+                    f"data dir {data_dir!r} has format version {ident['format']}, newer than "
+                    f"this fastraft supports ({FORMAT_VERSION}); upgrade fastraft"
+                )
+            if ident["cluster_id"] != cluster_id:
+                raise DataDirError(
+                    f"data dir {data_dir!r} belongs to cluster {ident['cluster_id']:x}, "
+                    f"not {cluster_id:x}"
+                )
+            if ident["member_id"] != member_id or ident["name"] != name:
+                raise DataDirError(
+                    f"data dir {data_dir!r} belongs to member {ident['name']!r} "
+                    f"({ident['member_id']:x}), not {name!r} ({member_id:x})"
+                )
+            # An id file without a DB is a creation that crashed midway (the id is written
+            # first): nothing was ever stored, so creating the DB below is safe.
+        else:
+            ident = {"cluster_id": cluster_id, "member_id": member_id, "name": name,
+                     "format": FORMAT_VERSION}
+            os.makedirs(data_dir, exist_ok=True)
+            _write_durably(os.path.join(data_dir, ID_FILE), msgpack.packb(ident))
+        os.makedirs(os.path.join(data_dir, SNAP_DIR), exist_ok=True)
+        try:
+            db = rocksdict.Rdict(
+                os.path.join(data_dir, DB_DIR),
+                _db_options(),
+                column_families={name_: _cf_options() for name_ in COLUMN_FAMILIES},
+            )
+        except Exception as e:  # rocksdict reports corruption/lock problems as plain exceptions
+            raise DataDirError(f"data dir {data_dir!r}: cannot open the database: {e}") from None
+        return cls(data_dir, db, ident)
+
+    # ----------------------------------------------------------------- access for kv.py
+
+    def column_family(self, name: str) -> rocksdict.Rdict:
+        """The Rdict of one column family (kv.py reads its own family through this)."""
+        return self._cfs[name]
+
+    def cf_handle(self, name: str) -> Any:
+        """The ColumnFamily handle to use in a WriteBatch."""
+        return self._handles[name]
+
+    def write(self, batch: rocksdict.WriteBatch) -> None:
+        """Write a batch with sync disabled (made durable by the next ``sync()``)."""
+        self.db.write(batch, self._wopts)
+
+    # ----------------------------------------------------------------- raft state
+
+    def initial_state(self) -> tuple[tuple[int, int, int], tuple | None, list[tuple]]:
+        """(hard_state, snapshot_meta, entries after the snapshot) as persisted."""
+        meta = self._cfs["meta"]
+        hs_raw = meta.get(b"hardstate")
+        hard_state = tuple(msgpack.unpackb(hs_raw)) if hs_raw is not None else (0, 0, 0)
+        snap = self.snapshot_meta()
+        first = snap[0] + 1 if snap else 1
+        entries: list[tuple] = []
+        it = self._cfs["log"].iter()
+        it.seek(_IDX.pack(first))
+        expect = first
+        while it.valid():
+            index = _IDX.unpack(it.key())[0]
+            term, typ, data = msgpack.unpackb(it.value())
+            if entries and index != expect:
+                raise DataDirError(
+                    f"data dir {self.data_dir!r} is corrupt: raft log has a gap before index {index}"
+                )
+            entries.append((index, term, typ, data))
+            expect = index + 1
+            it.next()
+        del it
+        return hard_state, snap, entries  # type: ignore[return-value]
+
+    def snapshot_meta(self) -> tuple | None:
+        """(index, term, voters, learners) of the newest snapshot, or None."""
+        raw = self._cfs["meta"].get(b"snapshot")
+        if raw is None:
+            return None
+        index, term, voters, learners = msgpack.unpackb(raw)
+        return (index, term, tuple(voters), tuple(learners))
+
+    def last_index(self) -> int:
+        """Index of the last stored log entry (0 when the log is empty)."""
+        return self._last_index
+
+    def save(self, hard_state: tuple | None, entries: list[tuple], snapshot: Any = None) -> None:
+        """Persist one ready's hard state, entries and snapshot in one batch (not synced).
+
+        The snapshot's data file is written durably first, so that the metadata naming it is
+        never durable without it.
+        """
+        self._check_open()
+        log_h = self._handles["log"]
+        meta_h = self._handles["meta"]
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        last = self._last_index
+        if snapshot is not None:
+            index, term = snapshot.index, snapshot.term
+            if snapshot.data is not None:
+                self._write_snapshot_file(index, snapshot.data)
+            stored = self._cfs["log"].get(_IDX.pack(index))
+            if stored is not None and msgpack.unpackb(stored)[0] == term:
+                # Our log agrees with the snapshot at its index: keep what follows (§7).
+                wb.delete_range(_IDX.pack(0), _IDX.pack(index + 1), log_h)
+                last = max(last, index)
+            else:
+                wb.delete_range(_IDX.pack(0), _MAX_INDEX_KEY, log_h)
+                last = index
+            wb.put(b"snapshot", msgpack.packb(
+                [index, term, list(snapshot.voters), list(snapshot.learners)]), meta_h)
+        if entries:
+            first_index = entries[0][0]
+            prev = first_index - 1
+            for e in entries:
+                index, term, typ, data = e
+                if index != prev + 1:
+                    raise ValueError(f"entries are not contiguous: {index} follows {prev}")
+                wb.put(_IDX.pack(index), msgpack.packb([term, typ, data]), log_h)
+                prev = index
+            if last > prev:
+                # §5.3: entries from first_index on replace ours; drop our longer conflicting tail.
+                wb.delete_range(_IDX.pack(prev + 1), _MAX_INDEX_KEY, log_h)
+            last = prev
+        if hard_state is not None:
+            term, vote, commit = hard_state
+            wb.put(b"hardstate", msgpack.packb([term, vote, commit]), meta_h)
+        if not wb.is_empty():
+            self.write(wb)
+        self._last_index = last
+        if snapshot is not None:
+            # Until the next sync() the durable metadata may still name the previous snapshot;
+            # KEEP_SNAPSHOTS >= 2 keeps its file.
+            self._prune_snapshot_files(snapshot.index)
+
+    def sync(self) -> None:
+        """Make everything saved so far durable (fsync of the WAL; releases the GIL)."""
+        self._check_open()
+        self.db.flush_wal(True)
+
+    # ----------------------------------------------------------------- snapshots
+
+    def _snap_path(self, index: int) -> str:
+        return os.path.join(self._snap_dir, f"{index:016x}.snap")
+
+    def _write_snapshot_file(self, index: int, data: bytes) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"snapshot data must be bytes, got {type(data).__name__}")
+        _write_durably(self._snap_path(index), bytes(data))
+
+    def _prune_snapshot_files(self, keep_index: int) -> None:
+        names = sorted(n for n in os.listdir(self._snap_dir) if n.endswith(".snap"))
+        # Never delete the file the durable metadata points at, even if it is not the newest name.
+        keep = set(names[-KEEP_SNAPSHOTS:]) | {f"{keep_index:016x}.snap"}
+        for n in names:
+            if n not in keep:
+                os.unlink(os.path.join(self._snap_dir, n))
+        for n in os.listdir(self._snap_dir):
+            if n.endswith(".tmp"):  # left by a crash during _write_durably
+                os.unlink(os.path.join(self._snap_dir, n))
+
+    def save_snapshot(self, index: int, term: int, voters: tuple, learners: tuple,
+                      data: bytes) -> None:
+        """Record a snapshot taken locally at ``index`` and drop log entries up to it (durable)."""
+        self._check_open()
+        snap = self.snapshot_meta()
+        if snap is not None and index < snap[0]:
+            raise ValueError(f"snapshot index {index} is older than the stored snapshot {snap[0]}")
+        self._write_snapshot_file(index, data)
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        wb.put(b"snapshot", msgpack.packb([index, term, list(voters), list(learners)]),
+               self._handles["meta"])
+        wb.delete_range(_IDX.pack(0), _IDX.pack(index + 1), self._handles["log"])
+        self.write(wb)
+        self.sync()
+        self._last_index = max(self._last_index, index)
+        self._prune_snapshot_files(index)
+
+    def load_snapshot_data(self) -> bytes | None:
+        """The data of the snapshot the metadata names (to send to a follower), or None."""
+        snap = self.snapshot_meta()
+        if snap is None:
+            return None
+        try:
+            with open(self._snap_path(snap[0]), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    # ----------------------------------------------------------------- metadata
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        raw = self._cfs["meta"].get(b"n/" + key.encode())
+        return default if raw is None else msgpack.unpackb(raw, raw=False)
+
+    def put_meta(self, key: str, value: Any) -> None:
+        """Store one of the node's own metadata values (not synced: call sync() if it matters)."""
+        self._check_open()
+        # A prefix keeps node keys apart from storage's own ("hardstate", "snapshot").
+        self._cfs["meta"].put(b"n/" + key.encode(), msgpack.packb(value, use_bin_type=True),
+                              self._wopts)
+
+    # ----------------------------------------------------------------- misc
+
+    def db_size(self) -> int:
+        """Bytes on disk under the data dir (SSTs, WAL, manifests, snapshot files)."""
+        total = 0
+        for root, _dirs, files in os.walk(self.data_dir):
+            for n in files:
+                try:
+                    total += os.stat(os.path.join(root, n)).st_size
+                except FileNotFoundError:  # RocksDB deleted it while we walked
+                    pass
+        return total
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("storage is closed")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for cf in self._cfs.values():
+            cf.close()
+        self._cfs.clear()
+        self._handles.clear()
+        self.db.close()
+
+    @staticmethod
+    def destroy(data_dir: str) -> None:
+        """Remove a data dir completely (tests, `member remove` cleanup)."""
+        shutil.rmtree(data_dir, ignore_errors=True)
