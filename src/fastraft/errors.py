@@ -119,6 +119,12 @@ class ConfigError(FastraftError):
     code = "CONFIG"
 
 
+class UnavailableError(FastraftError):
+    """no endpoint could be reached: the request was not sent"""
+
+    code = "UNAVAILABLE"
+
+
 _BY_CODE: dict[str, type[FastraftError]] = {}
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, FastraftError):

@@ -1,0 +1,849 @@
+"""fastraft client library: :class:`Client` (blocking sockets) and :class:`AsyncClient` (asyncio).
+
+Both speak the client protocol of docs/architecture.md and share one retry policy:
+
+* **Leader discovery.** A member that is not the leader answers ``NOT_LEADER`` with the leader's
+  client URLs; the client goes there next (and remembers it). Without a hint, or when an
+  endpoint refuses the connection, it tries the next endpoint.
+* **Reads** are retried across endpoints until the call's deadline (``timeout``, 5 s by default):
+  reading twice is harmless.
+* **Writes** (put, delete, txn, compact) are retried *only* when the cluster said they were not
+  applied (``NOT_LEADER``, ``NO_LEADER``, ``NOT_COMMITTED``) or when no connection could be made
+  so nothing was sent. If a write was sent and no answer came (deadline passed, connection lost),
+  the client raises :class:`fastraft.TimeoutError`: the write may or may not have been applied,
+  and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
+* Server errors become the matching exception of :mod:`fastraft.errors`.
+
+Keys and values may be ``str`` (encoded as UTF-8) or ``bytes``; results always hold ``bytes``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import select
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from fastraft.errors import (
+    BadRequestError,
+    FastraftError,
+    NoLeaderError,
+    TimeoutError,
+    UnavailableError,
+    error_from_code,
+)
+from fastraft.wire import (
+    MAX_PEER_FRAME,
+    FrameDecoder,
+    WireError,
+    decode_response,
+    encode_request,
+    frame,
+)
+
+__all__ = [
+    "Client",
+    "AsyncClient",
+    "KeyValue",
+    "Header",
+    "PutResult",
+    "GetResult",
+    "DeleteResult",
+    "TxnResult",
+    "Member",
+    "Compare",
+    "Op",
+    "parse_endpoint",
+    "prefix_range_end",
+]
+
+DEFAULT_TIMEOUT = 5.0
+# Responses may carry large ranges; they come from a server we chose to trust, so the peer limit.
+MAX_RESPONSE_FRAME = MAX_PEER_FRAME
+# Codes that guarantee a write was not applied, so it is safe to send it again.
+_RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED"})
+# Codes after which a read may be tried again, possibly elsewhere.
+_RETRY_READ = _RETRY_WRITE | {"TIMEOUT", "STOPPING"}
+# Pause between rounds over all endpoints, so a cluster mid-election is not hammered.
+_ROUND_PAUSE_MIN = 0.025
+_ROUND_PAUSE_MAX = 0.5
+
+Endpoint = tuple[str, int]
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    value: bytes
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    cluster_id: int = 0
+    member_id: int = 0
+    revision: int = 0
+    raft_term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResult:
+    header: Header
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GetResult:
+    header: Header
+    kvs: list[KeyValue] = field(default_factory=list)
+    count: int = 0
+    more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteResult:
+    header: Header
+    deleted: int = 0
+    prev_kvs: list[KeyValue] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    header: Header
+    succeeded: bool
+    responses: list[PutResult | GetResult | DeleteResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: int
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+    is_learner: bool
+
+
+def _malformed(what: str, e: Exception) -> FastraftError:
+    return FastraftError(f"malformed {what} in server response: {type(e).__name__}: {e}")
+
+
+def _header(m: Any) -> Header:
+    m = m or {}
+    return Header(int(m.get("cluster_id", 0)), int(m.get("member_id", 0)),
+                  int(m.get("revision", 0)), int(m.get("raft_term", 0)))
+
+
+def _kv(m: dict[str, Any]) -> KeyValue:
+    return KeyValue(bytes(m["key"]), bytes(m.get("value", b"")), int(m.get("create_revision", 0)),
+                    int(m.get("mod_revision", 0)), int(m.get("version", 0)),
+                    int(m.get("lease", 0)))
+
+
+def _put_result(r: dict[str, Any]) -> PutResult:
+    pk = r.get("prev_kv")
+    return PutResult(_header(r.get("header")), _kv(pk) if pk else None)
+
+
+def _get_result(r: dict[str, Any]) -> GetResult:
+    kvs = [_kv(x) for x in r.get("kvs") or []]
+    return GetResult(_header(r.get("header")), kvs, int(r.get("count", len(kvs))),
+                     bool(r.get("more", False)))
+
+
+def _delete_result(r: dict[str, Any]) -> DeleteResult:
+    return DeleteResult(_header(r.get("header")), int(r.get("deleted", 0)),
+                        [_kv(x) for x in r.get("prev_kvs") or []])
+
+
+_BY_OP = {"put": _put_result, "range": _get_result, "delete": _delete_result}
+
+
+def _txn_response(item: Any) -> PutResult | GetResult | DeleteResult:
+    # Accept [op, result] (mirrors the request's [op, args]) or a bare result map.
+    if isinstance(item, (list, tuple)) and len(item) == 2 and item[0] in _BY_OP:
+        return _BY_OP[item[0]](item[1])
+    if "kvs" in item or "count" in item:
+        return _get_result(item)
+    if "deleted" in item:
+        return _delete_result(item)
+    return _put_result(item)
+
+
+def _txn_result(r: dict[str, Any]) -> TxnResult:
+    return TxnResult(_header(r.get("header")), bool(r.get("succeeded", False)),
+                     [_txn_response(x) for x in r.get("responses") or []])
+
+
+def _members(r: dict[str, Any]) -> list[Member]:
+    return [Member(int(m["id"]) if not isinstance(m["id"], str) else int(m["id"], 16),
+                   str(m.get("name", "")), list(m.get("peer_urls") or []),
+                   list(m.get("client_urls") or []), bool(m.get("is_learner", False)))
+            for m in r.get("members") or []]
+
+
+def _parse(what: str, fn: Any, r: dict[str, Any]) -> Any:
+    try:
+        return fn(r)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise _malformed(what, e) from None
+
+
+# ----------------------------------------------------------------------- request building
+
+
+def _b(v: str | bytes, what: str) -> bytes:
+    if isinstance(v, bytes):
+        return v
+    if isinstance(v, str):
+        return v.encode()
+    raise TypeError(f"{what} must be str or bytes, not {type(v).__name__}")
+
+
+def _key(k: str | bytes) -> bytes:
+    kb = _b(k, "key")
+    if not kb:
+        raise BadRequestError("key is not provided (an empty key is only valid with prefix=True)")
+    return kb
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The range end that selects every key starting with ``prefix`` (etcd's rule)."""
+    end = bytearray(prefix)
+    while end:
+        if end[-1] < 0xFF:
+            end[-1] += 1
+            return bytes(end)
+        end.pop()
+    return b"\0"  # all keys: the prefix was empty or all 0xff
+
+
+def _range(key: str | bytes, range_end: str | bytes | None, prefix: bool) -> tuple[bytes, bytes]:
+    if prefix:
+        if range_end is not None:
+            raise BadRequestError("use either prefix or range_end, not both")
+        kb = _b(key, "key")
+        if not kb:
+            return b"\0", b"\0"  # an empty prefix means every key (etcd does the same)
+        return kb, prefix_range_end(kb)
+    return _key(key), b"" if range_end is None else _b(range_end, "range_end")
+
+
+def _nonneg(v: int, what: str) -> int:
+    if type(v) is not int or v < 0:
+        raise BadRequestError(f"{what} must be a non-negative integer, got {v!r}")
+    return v
+
+
+def _put_args(key: str | bytes, value: str | bytes, prev_kv: bool, lease: int) -> dict[str, Any]:
+    return {"key": _key(key), "value": _b(value, "value"), "prev_kv": bool(prev_kv),
+            "lease": _nonneg(lease, "lease")}
+
+
+def _range_args(key: str | bytes, range_end: str | bytes | None, prefix: bool, limit: int,
+                revision: int, keys_only: bool, count_only: bool,
+                consistency: str) -> dict[str, Any]:
+    if consistency in ("linearizable", "l"):
+        serializable = False
+    elif consistency in ("serializable", "s"):
+        serializable = True
+    else:
+        raise BadRequestError(f"consistency must be 'linearizable' or 'serializable', "
+                              f"got {consistency!r}")
+    k, end = _range(key, range_end, prefix)
+    return {"key": k, "range_end": end, "limit": _nonneg(limit, "limit"),
+            "revision": _nonneg(revision, "revision"), "keys_only": bool(keys_only),
+            "count_only": bool(count_only), "serializable": serializable}
+
+
+def _delete_args(key: str | bytes, range_end: str | bytes | None, prefix: bool,
+                 prev_kv: bool) -> dict[str, Any]:
+    k, end = _range(key, range_end, prefix)
+    return {"key": k, "range_end": end, "prev_kv": bool(prev_kv)}
+
+
+_CMP_RESULTS = ("=", "!=", ">", "<")
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """One txn condition; build with ``Compare.value(key, "=", b"v")`` and friends."""
+
+    target: str  # "value" | "version" | "create" | "mod"
+    result: str  # "=" | "!=" | ">" | "<"
+    key: bytes
+    operand: bytes | int  # what the target is compared with (not named "value": a builder is)
+    range_end: bytes = b""
+
+    @staticmethod
+    def _make(target: str, key: str | bytes, result: str, value: Any,
+              range_end: str | bytes | None) -> Compare:
+        if result not in _CMP_RESULTS:
+            raise BadRequestError(f"compare result must be one of {', '.join(_CMP_RESULTS)}, "
+                                  f"got {result!r}")
+        end = b"" if range_end is None else _b(range_end, "range_end")
+        return Compare(target, result, _key(key), value, end)
+
+    @staticmethod
+    def value(key: str | bytes, result: str, value: str | bytes,
+              range_end: str | bytes | None = None) -> Compare:
+        return Compare._make("value", key, result, _b(value, "value"), range_end)
+
+    @staticmethod
+    def version(key: str | bytes, result: str, version: int,
+                range_end: str | bytes | None = None) -> Compare:
+        return Compare._make("version", key, result, _nonneg(version, "version"), range_end)
+
+    @staticmethod
+    def create(key: str | bytes, result: str, revision: int,
+               range_end: str | bytes | None = None) -> Compare:
+        return Compare._make("create", key, result, _nonneg(revision, "revision"), range_end)
+
+    @staticmethod
+    def mod(key: str | bytes, result: str, revision: int,
+            range_end: str | bytes | None = None) -> Compare:
+        return Compare._make("mod", key, result, _nonneg(revision, "revision"), range_end)
+
+    def to_wire(self) -> list[Any]:
+        return [self.target, self.result, self.key, self.range_end, self.operand]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One txn operation; build with ``Op.put``, ``Op.get`` or ``Op.delete``."""
+
+    op: str
+    args: dict[str, Any]
+
+    @staticmethod
+    def put(key: str | bytes, value: str | bytes, *, prev_kv: bool = False, lease: int = 0) -> Op:
+        return Op("put", _put_args(key, value, prev_kv, lease))
+
+    @staticmethod
+    def get(key: str | bytes, range_end: str | bytes | None = None, *, prefix: bool = False,
+            limit: int = 0, revision: int = 0, keys_only: bool = False,
+            count_only: bool = False) -> Op:
+        # Inside a txn the read happens at the txn's own point in the log: always linearizable.
+        return Op("range", _range_args(key, range_end, prefix, limit, revision, keys_only,
+                                       count_only, "linearizable"))
+
+    @staticmethod
+    def delete(key: str | bytes, range_end: str | bytes | None = None, *, prefix: bool = False,
+               prev_kv: bool = False) -> Op:
+        return Op("delete", _delete_args(key, range_end, prefix, prev_kv))
+
+    def to_wire(self) -> list[Any]:
+        return [self.op, self.args]
+
+
+def _txn_args(compare: list[Compare], success: list[Op], failure: list[Op]) -> dict[str, Any]:
+    for c in compare:
+        if not isinstance(c, Compare):
+            raise TypeError(f"txn compare items must be Compare, not {type(c).__name__}")
+    for o in [*success, *failure]:
+        if not isinstance(o, Op):
+            raise TypeError(f"txn ops must be Op, not {type(o).__name__}")
+    return {"compare": [c.to_wire() for c in compare], "success": [o.to_wire() for o in success],
+            "failure": [o.to_wire() for o in failure]}
+
+
+# ----------------------------------------------------------------------------- endpoints
+
+
+def parse_endpoint(ep: str) -> Endpoint:
+    """``host:port``, ``http://host:port`` or ``[::1]:port`` to ``(host, port)``."""
+    s = ep.strip()
+    if "://" in s:
+        scheme, s = s.split("://", 1)
+        if scheme != "http":
+            raise ValueError(f"endpoint {ep!r}: only http:// endpoints are supported (no TLS)")
+    s = s.rstrip("/")
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise ValueError(f"endpoint {ep!r}: expected [host]:port")
+        port_s = rest[1:]
+    else:
+        host, sep, port_s = s.rpartition(":")
+        if not sep:
+            raise ValueError(f"endpoint {ep!r}: expected host:port")
+    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
+        raise ValueError(f"endpoint {ep!r}: expected host:port with a port in 1..65535")
+    return host, int(port_s)
+
+
+def _fmt(ep: Endpoint) -> str:
+    return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
+
+
+class _Attempts:
+    """The retry policy of one call: which endpoint next, and whether to try again."""
+
+    def __init__(self, endpoints: list[Endpoint], preferred: Endpoint | None, timeout: float,
+                 write: bool, redirect: bool = True) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.write = write
+        self.redirect = redirect
+        order = list(endpoints)
+        if preferred is not None:
+            if preferred in order:
+                order.remove(preferred)
+            order.insert(0, preferred)
+        self.order = order
+        self.pos = 0
+        self.hint: Endpoint | None = None
+        self.rounds = 0
+        self.last: FastraftError | None = None
+        self.no_leader = False
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def next(self) -> tuple[Endpoint | None, float]:
+        """The next endpoint to try and how long to pause first; (None, 0) when out of time."""
+        if self.remaining() <= 0:
+            return None, 0.0
+        if self.hint is not None:
+            ep, self.hint = self.hint, None
+            return ep, 0.0
+        pause = 0.0
+        if self.pos >= len(self.order):
+            self.pos = 0
+            self.rounds += 1
+            pause = min(_ROUND_PAUSE_MAX, _ROUND_PAUSE_MIN * (2 ** min(self.rounds, 10)))
+            pause = min(pause, max(0.0, self.remaining()))
+        ep = self.order[self.pos]
+        self.pos += 1
+        return ep, pause
+
+    def connect_failed(self, ep: Endpoint, e: BaseException) -> None:
+        self.last = UnavailableError(f"cannot connect to {_fmt(ep)}: {e}")
+
+    def lost(self, ep: Endpoint, what: str) -> None:
+        """The request was sent and no answer came: fatal for a write, retried for a read."""
+        if self.write:
+            raise TimeoutError(f"no answer from {_fmt(ep)} ({what}): the outcome of the write is "
+                               f"unknown; read the key to find out before retrying")
+        self.last = TimeoutError(f"no answer from {_fmt(ep)} ({what})")
+
+    def error(self, ep: Endpoint, code: str, message: str, extra: dict[str, Any]) -> None:
+        """Raise the server's error, or return to retry."""
+        retriable = _RETRY_WRITE if self.write else _RETRY_READ
+        err = error_from_code(code, message, {k: v for k, v in extra.items() if k != "message"})
+        if code not in retriable or not self.redirect:
+            if code == "TIMEOUT" and self.write:
+                raise TimeoutError(f"{_fmt(ep)}: {message}: the outcome of the write is unknown")
+            raise err
+        self.no_leader = self.no_leader or code == "NO_LEADER"
+        self.last = err
+        if code == "NOT_LEADER":
+            for url in extra.get("leader_urls") or []:
+                try:
+                    self.hint = parse_endpoint(str(url))
+                    break
+                except ValueError:
+                    continue
+
+    def exhausted(self) -> FastraftError:
+        waited = f"{self.timeout:g}s"
+        if self.no_leader or isinstance(self.last, NoLeaderError):
+            return NoLeaderError(f"no leader: the cluster elected none within {waited} "
+                                 f"(no quorum or an election in progress)")
+        if isinstance(self.last, UnavailableError):
+            return UnavailableError(f"no endpoint reachable within {waited}: {self.last.message}")
+        if self.last is not None:
+            return TimeoutError(f"request failed within {waited}: {self.last.message}")
+        return TimeoutError(f"request timed out after {waited}")
+
+
+# -------------------------------------------------------------------------- blocking client
+
+
+class _SyncConn:
+    def __init__(self, ep: Endpoint, timeout: float) -> None:
+        self.sock = socket.create_connection(ep, timeout=max(timeout, 0.001))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+        self.ready: list[bytes] = []
+
+    def alive(self) -> bool:
+        """False if the server closed the connection while it sat idle in our cache."""
+        try:
+            r, _, _ = select.select([self.sock], [], [], 0)
+            if not r:
+                return True
+            return self.sock.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Client:
+    """Blocking client: one plain socket per endpoint, one request at a time (thread-safe).
+
+    ``timeout`` bounds each call, retries included. See the module docstring for when a write is
+    retried and when it raises :class:`fastraft.TimeoutError` (outcome unknown).
+    """
+
+    def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+        self.endpoints: list[Endpoint] = [parse_endpoint(e) for e in eps if e.strip()]
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is required")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        self._conns: dict[Endpoint, _SyncConn] = {}
+        self._leader: Endpoint | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _conn(self, ep: Endpoint, timeout: float) -> _SyncConn:
+        c = self._conns.get(ep)
+        if c is not None and c.alive():
+            return c
+        if c is not None:
+            c.close()
+            del self._conns[ep]
+        c = _SyncConn(ep, timeout)
+        self._conns[ep] = c
+        return c
+
+    def _drop(self, ep: Endpoint) -> None:
+        c = self._conns.pop(ep, None)
+        if c is not None:
+            c.close()
+
+    def _roundtrip(self, c: _SyncConn, req_id: int, data: bytes, deadline: float
+                   ) -> tuple[tuple[str, str, dict] | None, dict[str, Any]]:
+        c.sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        c.sock.sendall(data)
+        while True:
+            while c.ready:
+                rid, err, res = decode_response(c.ready.pop(0))
+                if rid == req_id:
+                    return err, res
+                # A reply to an older request that timed out on this connection: skip it.
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("timed out")
+            c.sock.settimeout(remaining)
+            chunk = c.sock.recv(262144)
+            if not chunk:
+                raise ConnectionResetError("connection closed by the server")
+            c.ready.extend(c.decoder.feed(chunk))
+
+    def _call(self, op: str, args: dict[str, Any], *, write: bool,
+              endpoint: Endpoint | None = None, timeout: float | None = None) -> dict[str, Any]:
+        t = self.timeout if timeout is None else timeout
+        if endpoint is not None:
+            at = _Attempts([endpoint], None, t, write, redirect=False)
+        else:
+            at = _Attempts(self.endpoints, self._leader, t, write)
+        req_id = next(self._ids)
+        data = frame(encode_request(req_id, op, args))
+        with self._lock:
+            while True:
+                ep, pause = at.next()
+                if ep is None:
+                    raise at.exhausted()
+                if pause:
+                    time.sleep(pause)
+                    if at.remaining() <= 0:
+                        raise at.exhausted()
+                try:
+                    c = self._conn(ep, at.remaining())
+                except OSError as e:
+                    at.connect_failed(ep, e)
+                    if endpoint is not None:
+                        raise at.last from None  # type: ignore[misc]
+                    continue
+                try:
+                    err, res = self._roundtrip(c, req_id, data, at.deadline)
+                except (OSError, WireError) as e:
+                    self._drop(ep)
+                    what = "timed out" if isinstance(e, socket.timeout) else str(e)
+                    at.lost(ep, what)
+                    if endpoint is not None:
+                        raise at.last from None  # type: ignore[misc]
+                    continue
+                if err is None:
+                    if endpoint is None and write:
+                        self._leader = ep
+                    return res
+                at.error(ep, *err)
+
+    # ---------------------------------------------------------------------- API
+
+    def put(self, key: str | bytes, value: str | bytes, *, prev_kv: bool = False,
+            lease: int = 0) -> PutResult:
+        """Set ``key`` to ``value``. A write: see the class docstring on retries."""
+        return _parse("put", _put_result, self._call("put", _put_args(key, value, prev_kv, lease),
+                                                      write=True))
+
+    def get(self, key: str | bytes, range_end: str | bytes | None = None, *, prefix: bool = False,
+            limit: int = 0, revision: int = 0, keys_only: bool = False, count_only: bool = False,
+            consistency: Literal["linearizable", "serializable"] = "linearizable") -> GetResult:
+        """Read one key, a range ``[key, range_end)``, or every key under a prefix."""
+        args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
+                           consistency)
+        return _parse("range", _get_result, self._call("range", args, write=False))
+
+    def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,
+               prefix: bool = False, prev_kv: bool = False) -> DeleteResult:
+        """Delete one key, a range or a prefix; ``deleted`` is the count. A write."""
+        return _parse("delete", _delete_result,
+                      self._call("delete", _delete_args(key, range_end, prefix, prev_kv),
+                                 write=True))
+
+    def txn(self, compare: list[Compare], success: list[Op], failure: list[Op]) -> TxnResult:
+        """If every compare holds run ``success``, else ``failure``, atomically. A write."""
+        return _parse("txn", _txn_result,
+                      self._call("txn", _txn_args(compare, success, failure), write=True))
+
+    def compact(self, revision: int) -> Header:
+        """Discard history before ``revision``. A write."""
+        res = self._call("compact", {"revision": _nonneg(revision, "revision")}, write=True)
+        return _parse("compact", lambda r: _header(r.get("header")), res)
+
+    def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        """Status of ONE member (default: the first endpoint); never redirected."""
+        ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
+        return self._call("status", {}, write=False, endpoint=ep)
+
+    def member_list(self) -> list[Member]:
+        """The cluster's members, from any endpoint that answers."""
+        return _parse("member_list", _members, self._call("member_list", {}, write=False))
+
+    def health(self, endpoint: str | None = None) -> dict[str, Any]:
+        """``{"health": bool, "reason": str}`` of ONE member (default: the first endpoint)."""
+        ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
+        return self._call("health", {}, write=False, endpoint=ep)
+
+    def close(self) -> None:
+        with self._lock:
+            for ep in list(self._conns):
+                self._drop(ep)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ------------------------------------------------------------------------------ async client
+
+
+class _AsyncConn(asyncio.Protocol):
+    """One pipelined connection: many requests in flight, matched to replies by request id."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+        self.pending: dict[int, asyncio.Future[tuple[Any, dict[str, Any]]]] = {}
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self.decoder.feed(data)
+            for body in bodies:
+                rid, err, res = decode_response(body)
+                fut = self.pending.pop(rid, None)
+                if fut is not None and not fut.done():
+                    fut.set_result((err, res))
+        except WireError as e:
+            self._fail(ConnectionResetError(f"bad response: {e.reason}"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionResetError(f"connection lost: {exc or 'closed by the server'}"))
+
+    def request(self, req_id: int, data: bytes) -> asyncio.Future[tuple[Any, dict[str, Any]]]:
+        fut: asyncio.Future[tuple[Any, dict[str, Any]]] = (
+            asyncio.get_running_loop().create_future())
+        self.pending[req_id] = fut
+        assert self.transport is not None
+        self.transport.write(data)
+        return fut
+
+
+class AsyncClient:
+    """asyncio client: one pipelined connection per endpoint, shared by concurrent calls.
+
+    Same API and retry rules as :class:`Client`, as coroutines.
+    """
+
+    def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+        self.endpoints: list[Endpoint] = [parse_endpoint(e) for e in eps if e.strip()]
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is required")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.timeout = timeout
+        self._conns: dict[Endpoint, _AsyncConn] = {}
+        self._connecting: dict[Endpoint, asyncio.Future[_AsyncConn]] = {}
+        self._leader: Endpoint | None = None
+        self._ids = itertools.count(1)
+
+    async def _conn(self, ep: Endpoint, timeout: float) -> _AsyncConn:
+        c = self._conns.get(ep)
+        if c is not None and not c.closed:
+            return c
+        fut = self._connecting.get(ep)
+        if fut is None:
+            # Concurrent callers share one dial instead of opening a connection each.
+            loop = asyncio.get_running_loop()
+            fut = loop.create_task(self._dial(ep))
+            self._connecting[ep] = fut
+            fut.add_done_callback(lambda f: self._dial_done(ep, f))
+        return await asyncio.wait_for(asyncio.shield(fut), max(timeout, 0.001))
+
+    def _dial_done(self, ep: Endpoint, f: asyncio.Future[_AsyncConn]) -> None:
+        self._connecting.pop(ep, None)
+        if not f.cancelled():
+            f.exception()  # retrieved here: every waiter may have timed out already
+
+    async def _dial(self, ep: Endpoint) -> _AsyncConn:
+        loop = asyncio.get_running_loop()
+        # The dial has its own bound so a shielded dial cannot outlive every caller for long.
+        _, proto = await asyncio.wait_for(loop.create_connection(_AsyncConn, ep[0], ep[1]),
+                                          self.timeout)
+        self._conns[ep] = proto
+        return proto
+
+    async def _call(self, op: str, args: dict[str, Any], *, write: bool,
+                    endpoint: Endpoint | None = None) -> dict[str, Any]:
+        if endpoint is not None:
+            at = _Attempts([endpoint], None, self.timeout, write, redirect=False)
+        else:
+            at = _Attempts(self.endpoints, self._leader, self.timeout, write)
+        req_id = next(self._ids)
+        data = frame(encode_request(req_id, op, args))
+        while True:
+            ep, pause = at.next()
+            if ep is None:
+                raise at.exhausted()
+            if pause:
+                await asyncio.sleep(pause)
+                if at.remaining() <= 0:
+                    raise at.exhausted()
+            try:
+                c = await self._conn(ep, at.remaining())
+            except (OSError, asyncio.TimeoutError) as e:
+                at.connect_failed(ep, e if str(e) else "timed out")  # type: ignore[arg-type]
+                if endpoint is not None:
+                    raise at.last from None  # type: ignore[misc]
+                continue
+            fut = c.request(req_id, data)
+            try:
+                err, res = await asyncio.wait_for(fut, max(at.remaining(), 0.001))
+            except asyncio.TimeoutError:
+                c.pending.pop(req_id, None)
+                at.lost(ep, "timed out")
+                if endpoint is not None:
+                    raise at.last from None  # type: ignore[misc]
+                continue
+            except ConnectionError as e:
+                at.lost(ep, str(e))
+                if endpoint is not None:
+                    raise at.last from None  # type: ignore[misc]
+                continue
+            if err is None:
+                if endpoint is None and write:
+                    self._leader = ep
+                return res
+            at.error(ep, *err)
+
+    async def put(self, key: str | bytes, value: str | bytes, *, prev_kv: bool = False,
+                  lease: int = 0) -> PutResult:
+        """Set ``key`` to ``value``. A write: see :class:`Client` on retries."""
+        res = await self._call("put", _put_args(key, value, prev_kv, lease), write=True)
+        return _parse("put", _put_result, res)
+
+    async def get(self, key: str | bytes, range_end: str | bytes | None = None, *,
+                  prefix: bool = False, limit: int = 0, revision: int = 0,
+                  keys_only: bool = False, count_only: bool = False,
+                  consistency: Literal["linearizable", "serializable"] = "linearizable"
+                  ) -> GetResult:
+        """Read one key, a range ``[key, range_end)``, or every key under a prefix."""
+        args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
+                           consistency)
+        return _parse("range", _get_result, await self._call("range", args, write=False))
+
+    async def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,
+                     prefix: bool = False, prev_kv: bool = False) -> DeleteResult:
+        """Delete one key, a range or a prefix. A write."""
+        res = await self._call("delete", _delete_args(key, range_end, prefix, prev_kv),
+                               write=True)
+        return _parse("delete", _delete_result, res)
+
+    async def txn(self, compare: list[Compare], success: list[Op],
+                  failure: list[Op]) -> TxnResult:
+        """Atomic compare-and-swap over several keys. A write."""
+        res = await self._call("txn", _txn_args(compare, success, failure), write=True)
+        return _parse("txn", _txn_result, res)
+
+    async def compact(self, revision: int) -> Header:
+        """Discard history before ``revision``. A write."""
+        res = await self._call("compact", {"revision": _nonneg(revision, "revision")},
+                               write=True)
+        return _parse("compact", lambda r: _header(r.get("header")), res)
+
+    async def status(self, endpoint: str | None = None) -> dict[str, Any]:
+        """Status of ONE member (default: the first endpoint); never redirected."""
+        ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
+        return await self._call("status", {}, write=False, endpoint=ep)
+
+    async def member_list(self) -> list[Member]:
+        return _parse("member_list", _members, await self._call("member_list", {}, write=False))
+
+    async def health(self, endpoint: str | None = None) -> dict[str, Any]:
+        """``{"health": bool, "reason": str}`` of ONE member (default: the first endpoint)."""
+        ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
+        return await self._call("health", {}, write=False, endpoint=ep)
+
+    async def close(self) -> None:
+        for fut in list(self._connecting.values()):
+            fut.cancel()
+        for c in self._conns.values():
+            if c.transport is not None:
+                c.transport.close()
+        self._conns.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,541 @@
+"""``fastractl``: the command-line client, shaped like etcdctl.
+
+Output formats (``-w``): ``simple`` (lines, like etcdctl), ``json`` (keys and values base64, as
+etcd's JSON does, since they are arbitrary bytes) and ``table``. Errors print one line
+``Error: <message>`` on stderr and exit with status 1; bad usage exits with 2.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from fastraft.client import (
+    Client,
+    Compare,
+    DeleteResult,
+    GetResult,
+    Header,
+    KeyValue,
+    Op,
+    PutResult,
+    TxnResult,
+    parse_endpoint,
+)
+from fastraft.errors import FastraftError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``500ms``, ``5s``, ``1.5s``, ``1m``, ``1h`` to seconds (a unit is required, as etcdctl)."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. 500ms, 5s, 1m")
+    seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"invalid duration {text!r}: must be positive")
+    return seconds
+
+
+def humanize_bytes(n: int) -> str:
+    """SI sizes the way etcdctl prints DB SIZE: ``25 kB``, ``1.2 MB``, ``999 B``."""
+    if n < 10:
+        return f"{n} B"
+    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"]
+    e = min(int(math.floor(math.log(n, 1000))), len(units) - 1)
+    val = math.floor(n / 1000**e * 10 + 0.5) / 10
+    return f"{val:.0f} {units[e]}" if val >= 10 else f"{val:.1f} {units[e]}"
+
+
+@dataclass
+class Settings:
+    endpoints: list[str]
+    timeout: float
+    write_out: str
+
+    def client(self) -> Client:
+        return Client(self.endpoints, timeout=self.timeout)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(1)
+
+
+def _handle_errors(f: F) -> F:
+    """One line on stderr and exit 1 for every expected failure (not a traceback)."""
+
+    @wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except FastraftError as e:
+            _fail(e.message)
+        except (ValueError, TypeError, OSError) as e:
+            _fail(str(e))
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------------------ output
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+def _header_json(h: Header) -> dict[str, Any]:
+    return {"cluster_id": h.cluster_id, "member_id": h.member_id, "revision": h.revision,
+            "raft_term": h.raft_term}
+
+
+def _kv_json(kv: KeyValue) -> dict[str, Any]:
+    d: dict[str, Any] = {"key": _b64(kv.key), "create_revision": kv.create_revision,
+                         "mod_revision": kv.mod_revision, "version": kv.version}
+    if kv.value:
+        d["value"] = _b64(kv.value)
+    if kv.lease:
+        d["lease"] = kv.lease
+    return d
+
+
+def _result_json(r: Any) -> dict[str, Any]:
+    if isinstance(r, GetResult):
+        return {"header": _header_json(r.header), "kvs": [_kv_json(k) for k in r.kvs],
+                "count": r.count, "more": r.more}
+    if isinstance(r, PutResult):
+        d = {"header": _header_json(r.header)}
+        if r.prev_kv is not None:
+            d["prev_kv"] = _kv_json(r.prev_kv)
+        return d
+    if isinstance(r, DeleteResult):
+        return {"header": _header_json(r.header), "deleted": r.deleted,
+                "prev_kvs": [_kv_json(k) for k in r.prev_kvs]}
+    if isinstance(r, TxnResult):
+        return {"header": _header_json(r.header), "succeeded": r.succeeded,
+                "responses": [_result_json(x) for x in r.responses]}
+    raise TypeError(type(r).__name__)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, sort_keys=False))
+
+
+def _echo_bytes(b: bytes) -> None:
+    click.echo(b)  # raw bytes: keys and values are not necessarily UTF-8
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich.box import ASCII
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=ASCII, show_lines=False)
+    for c in columns:
+        t.add_column(c, justify="center", no_wrap=True)
+    for r in rows:
+        t.add_row(*r)
+    # A wide virtual terminal so columns are never wrapped or truncated when piped.
+    Console(file=click.get_text_stream("stdout"), width=400, no_color=True).print(t)
+
+
+def _print_kvs(kvs: list[KeyValue], value_only: bool = False, keys_only: bool = False) -> None:
+    for kv in kvs:
+        if not value_only:
+            _echo_bytes(kv.key)
+        if not keys_only:
+            _echo_bytes(kv.value)
+
+
+def _print_simple(r: Any, s: Settings) -> None:
+    if isinstance(r, PutResult):
+        click.echo("OK")
+        if r.prev_kv is not None:
+            _print_kvs([r.prev_kv])
+    elif isinstance(r, GetResult):
+        _print_kvs(r.kvs)
+    elif isinstance(r, DeleteResult):
+        click.echo(str(r.deleted))
+        _print_kvs(r.prev_kvs)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--endpoints", envvar="FASTRAFT_ENDPOINTS", default="127.0.0.1:2379",
+              show_default=True, help="Comma-separated host:port list (env FASTRAFT_ENDPOINTS).")
+@click.option("--command-timeout", default="5s", show_default=True,
+              help="Time limit of each command, retries included (500ms, 5s, 1m).")
+@click.option("--write-out", "-w", type=click.Choice(["simple", "json", "table"]),
+              default="simple", show_default=True, help="Output format.")
+@click.pass_context
+def cli(ctx: click.Context, endpoints: str, command_timeout: str, write_out: str) -> None:
+    """fastractl: talk to a fastraft cluster (etcdctl-style).
+
+    \b
+    Example:
+      fastractl --endpoints=127.0.0.1:2379,127.0.0.1:22379 put greeting hello
+    """
+    try:
+        timeout = parse_duration(command_timeout)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--command-timeout") from None
+    eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+    try:
+        for e in eps:
+            parse_endpoint(e)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--endpoints") from None
+    if not eps:
+        raise click.BadParameter("no endpoints given", param_hint="--endpoints")
+    ctx.obj = Settings(eps, timeout, write_out)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("value")
+@click.option("--prev-kv", is_flag=True, help="Also print the previous key-value pair.")
+@click.pass_obj
+@_handle_errors
+def put(s: Settings, key: str, value: str, prev_kv: bool) -> None:
+    """Put KEY = VALUE into the store; prints OK.
+
+    \b
+    Example:
+      fastractl put foo bar
+    """
+    with s.client() as c:
+        r = c.put(key, value, prev_kv=prev_kv)
+    if s.write_out == "json":
+        _echo_json(_result_json(r))
+    else:
+        _print_simple(r, s)
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True, help="Get every key starting with KEY.")
+@click.option("--consistency", type=click.Choice(["l", "s"]), default="l", show_default=True,
+              help="l = linearizable (via the leader), s = serializable (local, may be stale).")
+@click.option("--rev", type=click.IntRange(min=0), default=0, help="Read at this revision.")
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N results.")
+@click.option("--print-value-only", is_flag=True, help="Print only values.")
+@click.option("--keys-only", is_flag=True, help="Print only keys.")
+@click.option("--count-only", is_flag=True, help="Print only the number of keys.")
+@click.pass_obj
+@_handle_errors
+def get(s: Settings, key: str, range_end: str | None, prefix: bool, consistency: str, rev: int,
+        limit: int, print_value_only: bool, keys_only: bool, count_only: bool) -> None:
+    """Get KEY, or the keys in [KEY, RANGE_END); prints key then value lines.
+
+    \b
+    Examples:
+      fastractl get foo
+      fastractl get app/ --prefix --keys-only
+    """
+    with s.client() as c:
+        r = c.get(key, range_end, prefix=prefix, limit=limit, revision=rev, keys_only=keys_only,
+                  count_only=count_only,
+                  consistency="serializable" if consistency == "s" else "linearizable")
+    if s.write_out == "json":
+        _echo_json(_result_json(r))
+    elif s.write_out == "table":
+        _table(["KEY", "VALUE"], [[kv.key.decode(errors="backslashreplace"),
+                                   kv.value.decode(errors="backslashreplace")] for kv in r.kvs])
+    elif count_only:
+        click.echo(str(r.count))
+    else:
+        _print_kvs(r.kvs, value_only=print_value_only, keys_only=keys_only)
+
+
+@cli.command(name="del")
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True, help="Delete every key starting with KEY.")
+@click.option("--prev-kv", is_flag=True, help="Also print the deleted key-value pairs.")
+@click.pass_obj
+@_handle_errors
+def delete(s: Settings, key: str, range_end: str | None, prefix: bool, prev_kv: bool) -> None:
+    """Delete KEY, or the keys in [KEY, RANGE_END); prints how many were deleted.
+
+    \b
+    Example:
+      fastractl del app/ --prefix
+    """
+    with s.client() as c:
+        r = c.delete(key, range_end, prefix=prefix, prev_kv=prev_kv)
+    if s.write_out == "json":
+        _echo_json(_result_json(r))
+    else:
+        _print_simple(r, s)
+
+
+@cli.command()
+@click.argument("revision", type=click.IntRange(min=1))
+@click.pass_obj
+@_handle_errors
+def compaction(s: Settings, revision: int) -> None:
+    """Discard the key history before REVISION.
+
+    \b
+    Example:
+      fastractl compaction 1234
+    """
+    with s.client() as c:
+        h = c.compact(revision)
+    if s.write_out == "json":
+        _echo_json({"header": _header_json(h)})
+    else:
+        click.echo(f"compacted revision {revision}")
+
+
+# ------------------------------------------------------------------------------- txn
+
+_CMP = re.compile(r'^\s*(value|version|create|mod)\(\s*("(?:[^"\\]|\\.)*"|\S+?)\s*\)\s*'
+                  r'(=|!=|>|<)\s*(.+?)\s*$')
+
+
+def _unquote(tok: str) -> str:
+    tok = tok.strip()
+    if len(tok) >= 2 and tok[0] == tok[-1] == '"':
+        return json.loads(tok)  # handles \" and \n escapes like Go's strconv.Unquote
+    return tok
+
+
+def parse_compare(line: str) -> Compare:
+    """``value("k") = "v"``, ``version("k") > "2"``, ``create(...)``, ``mod(...)``."""
+    m = _CMP.match(line)
+    if not m:
+        raise ValueError(f"bad compare {line!r}: expected e.g. value(\"key\") = \"v\"")
+    target, result = m.group(1), m.group(3)
+    key, operand = _unquote(m.group(2)), _unquote(m.group(4))
+    if target == "value":
+        return Compare.value(key, result, operand)
+    try:
+        n = int(operand)
+    except ValueError:
+        raise ValueError(f"bad compare {line!r}: {target} needs an integer") from None
+    return {"version": Compare.version, "create": Compare.create, "mod": Compare.mod}[target](
+        key, result, n)
+
+
+def parse_op(line: str) -> Op:
+    """``put KEY VALUE``, ``get KEY [RANGE_END]``, ``del KEY [RANGE_END]`` (shell quoting)."""
+    try:
+        words = shlex.split(line)
+    except ValueError as e:
+        raise ValueError(f"bad operation {line!r}: {e}") from None
+    if not words:
+        raise ValueError("empty operation")
+    cmd, args = words[0], words[1:]
+    prefix = "--prefix" in args
+    args = [a for a in args if a != "--prefix"]
+    if cmd == "put" and len(args) == 2 and not prefix:
+        return Op.put(args[0], args[1])
+    if cmd in ("get", "del") and 1 <= len(args) <= 2:
+        end = args[1] if len(args) == 2 else None
+        if cmd == "get":
+            return Op.get(args[0], end, prefix=prefix)
+        return Op.delete(args[0], end, prefix=prefix)
+    raise ValueError(f"bad operation {line!r}: expected put KEY VALUE, get KEY [END], "
+                     f"del KEY [END]")
+
+
+def parse_txn(text: str) -> tuple[list[Compare], list[Op], list[Op]]:
+    """Three blank-line-separated blocks: compares, success ops, failure ops (as etcdctl)."""
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.strip():
+            blocks[-1].append(line)
+        elif len(blocks) < 3:
+            blocks.append([])
+        else:
+            continue
+    while len(blocks) < 3:
+        blocks.append([])
+    return ([parse_compare(ln) for ln in blocks[0]], [parse_op(ln) for ln in blocks[1]],
+            [parse_op(ln) for ln in blocks[2]])
+
+
+@cli.command()
+@click.pass_obj
+@_handle_errors
+def txn(s: Settings) -> None:
+    """Run a transaction from stdin: compares, blank line, success ops, blank line, failure ops.
+
+    \b
+    Example:
+      printf 'value("k") = "v1"\\n\\nput k v2\\n\\nget k\\n' | fastractl txn
+    """
+    compares, success, failure = parse_txn(click.get_text_stream("stdin").read())
+    with s.client() as c:
+        r = c.txn(compares, success, failure)
+    if s.write_out == "json":
+        _echo_json(_result_json(r))
+        return
+    click.echo("SUCCESS" if r.succeeded else "FAILURE")
+    for resp in r.responses:
+        click.echo("")
+        _print_simple(resp, s)
+
+
+# ------------------------------------------------------------------------------ member
+
+
+@cli.group()
+def member() -> None:
+    """Cluster membership commands.
+
+    \b
+    Example:
+      fastractl member list -w table
+    """
+
+
+@member.command(name="list")
+@click.pass_obj
+@_handle_errors
+def member_list(s: Settings) -> None:
+    """List the cluster's members.
+
+    \b
+    Example:
+      fastractl member list
+    """
+    with s.client() as c:
+        members = c.member_list()
+    rows = [[format(m.id, "x"), "started", m.name, ",".join(m.peer_urls),
+             ",".join(m.client_urls), "true" if m.is_learner else "false"] for m in members]
+    if s.write_out == "json":
+        _echo_json({"members": [{"id": m.id, "name": m.name, "peer_urls": m.peer_urls,
+                                 "client_urls": m.client_urls, "is_learner": m.is_learner}
+                                for m in members]})
+    elif s.write_out == "table":
+        _table(["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"], rows)
+    else:
+        for r in rows:
+            click.echo(", ".join(r))
+
+
+# ---------------------------------------------------------------------------- endpoint
+
+
+@cli.group()
+def endpoint() -> None:
+    """Per-endpoint commands (each endpoint of --endpoints is asked on its own).
+
+    \b
+    Example:
+      fastractl --endpoints=127.0.0.1:2379,127.0.0.1:22379 endpoint status -w table
+    """
+
+
+@endpoint.command()
+@click.pass_obj
+@_handle_errors
+def health(s: Settings) -> None:
+    """Check that each endpoint is healthy (exit 1 if any is not).
+
+    \b
+    Example:
+      fastractl endpoint health
+    """
+    bad = 0
+    results = []
+    with s.client() as c:
+        for ep in s.endpoints:
+            t0 = time.perf_counter()
+            try:
+                h = c.health(ep)
+            except FastraftError as e:
+                ok, reason = False, e.message
+            else:
+                ok, reason = bool(h.get("health")), str(h.get("reason") or "")
+            took = (time.perf_counter() - t0) * 1000
+            results.append({"endpoint": ep, "health": ok, "took": f"{took:.1f}ms",
+                            "error": reason if not ok else ""})
+            if ok:
+                line = f"{ep} is healthy: successfully committed proposal: took = {took:.1f}ms"
+            else:
+                bad += 1
+                line = f"{ep} is unhealthy: failed to commit proposal: {reason or 'unknown'}"
+            if s.write_out == "simple":
+                click.echo(line, err=not ok)
+    if s.write_out == "json":
+        _echo_json(results)
+    elif s.write_out == "table":
+        _table(["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
+               [[r["endpoint"], str(r["health"]).lower(), r["took"], r["error"]]
+                for r in results])
+    if bad:
+        _fail("unhealthy cluster")
+
+
+@endpoint.command()
+@click.pass_obj
+@_handle_errors
+def status(s: Settings) -> None:
+    """Show each endpoint's status: ID, version, DB size, leader, Raft term and indexes.
+
+    \b
+    Example:
+      fastractl endpoint status -w table
+    """
+    rows: list[list[str]] = []
+    docs: list[dict[str, Any]] = []
+    failed = 0
+    with s.client() as c:
+        for ep in s.endpoints:
+            try:
+                st = c.status(ep)
+            except FastraftError as e:
+                failed += 1
+                click.echo(f"Failed to get the status of endpoint {ep} ({e.message})", err=True)
+                continue
+            errors = [str(x) for x in st.get("errors") or []]
+            if not st.get("leader") and "no leader" not in errors:
+                errors.append("no leader")
+            mid = int(st.get("member_id", 0))
+            rows.append([ep, format(mid, "x"), str(st.get("version", "")),
+                         humanize_bytes(int(st.get("db_size", 0))),
+                         "true" if mid and mid == st.get("leader") else "false",
+                         "true" if st.get("is_learner") else "false",
+                         str(st.get("raft_term", 0)), str(st.get("raft_index", 0)),
+                         str(st.get("raft_applied_index", 0)), ", ".join(errors)])
+            docs.append({"Endpoint": ep, "Status": st})
+    if s.write_out == "json":
+        _echo_json(docs)
+    elif s.write_out == "table":
+        _table(["ENDPOINT", "ID", "VERSION", "DB SIZE", "IS LEADER", "IS LEARNER", "RAFT TERM",
+                "RAFT INDEX", "RAFT APPLIED INDEX", "ERRORS"], rows)
+    else:
+        for r in rows:
+            click.echo(", ".join(r))
+    if failed:
+        sys.exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``fastractl`` script."""
+    cli(prog_name="fastractl")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,329 @@
+"""Client and AsyncClient against the fake server (tests/wire/fakeserver.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from fakeserver import FakeCluster
+from fastraft.client import (
+    AsyncClient,
+    Client,
+    Compare,
+    DeleteResult,
+    GetResult,
+    KeyValue,
+    Op,
+    PutResult,
+    parse_endpoint,
+    prefix_range_end,
+)
+from fastraft.errors import (
+    BadRequestError,
+    CompactedError,
+    FutureRevisionError,
+    NoLeaderError,
+    TimeoutError,
+    UnavailableError,
+)
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeCluster]:
+    with FakeCluster(3) as c:
+        yield c
+
+
+def dead_endpoint() -> str:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"127.0.0.1:{port}"
+
+
+# ------------------------------------------------------------------------- pure helpers
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("127.0.0.1:2379") == ("127.0.0.1", 2379)
+    assert parse_endpoint("http://h:1/") == ("h", 1)
+    assert parse_endpoint("[::1]:5") == ("::1", 5)
+    for bad in ("h", "h:0", "h:x", "https://h:1", ":1", "[::1]", "h:70000"):
+        with pytest.raises(ValueError):
+            parse_endpoint(bad)
+
+
+def test_prefix_range_end() -> None:
+    assert prefix_range_end(b"a") == b"b"
+    assert prefix_range_end(b"a\xff") == b"b"
+    assert prefix_range_end(b"\xff\xff") == b"\0"
+    assert prefix_range_end(b"") == b"\0"
+
+
+def test_constructor_rejects_bad_input() -> None:
+    with pytest.raises(ValueError):
+        Client([])
+    with pytest.raises(ValueError):
+        Client("127.0.0.1:1", timeout=0)
+    with pytest.raises(ValueError):
+        AsyncClient(["nope"])
+
+
+# ------------------------------------------------------------------------- blocking client
+
+
+def test_put_get_delete(cluster: FakeCluster) -> None:
+    with Client(cluster.endpoints, timeout=2) as c:
+        r = c.put("k1", "v1")
+        assert isinstance(r, PutResult) and r.prev_kv is None and r.header.revision == 2
+        r = c.put(b"k1", b"v2", prev_kv=True)
+        assert r.prev_kv is not None and r.prev_kv.value == b"v1"
+        g = c.get("k1")
+        assert isinstance(g, GetResult) and g.count == 1 and not g.more
+        kv = g.kvs[0]
+        assert kv == KeyValue(b"k1", b"v2", 2, 3, 2, 0)
+        assert c.get("missing").kvs == []
+        d = c.delete("k1", prev_kv=True)
+        assert isinstance(d, DeleteResult) and d.deleted == 1 and d.prev_kvs[0].value == b"v2"
+        assert c.get("k1").count == 0
+
+
+def test_ranges_and_prefix(cluster: FakeCluster) -> None:
+    with Client(cluster.endpoints, timeout=2) as c:
+        for k in ("a/1", "a/2", "a/3", "b/1"):
+            c.put(k, k.upper())
+        assert [kv.key for kv in c.get("a/", prefix=True).kvs] == [b"a/1", b"a/2", b"a/3"]
+        assert [kv.key for kv in c.get("a/2", "b").kvs] == [b"a/2", b"a/3"]
+        g = c.get("a/", prefix=True, limit=2)
+        assert len(g.kvs) == 2 and g.count == 3 and g.more
+        assert all(kv.value == b"" for kv in c.get("a/", prefix=True, keys_only=True).kvs)
+        g = c.get("a/", prefix=True, count_only=True)
+        assert g.count == 3 and g.kvs == []
+        assert c.get("", prefix=True).count == 4
+        assert c.delete("a/", prefix=True).deleted == 3
+        assert c.get("", prefix=True, consistency="serializable").count == 1
+
+
+def test_bad_input_is_rejected_before_sending(cluster: FakeCluster) -> None:
+    with Client(cluster.endpoints, timeout=2) as c:
+        with pytest.raises(BadRequestError):
+            c.put("", "v")
+        with pytest.raises(TypeError):
+            c.put(1, "v")  # type: ignore[arg-type]
+        with pytest.raises(BadRequestError):
+            c.get("k", consistency="eventual")  # type: ignore[arg-type]
+        with pytest.raises(BadRequestError):
+            c.get("k", "z", prefix=True)
+        with pytest.raises(BadRequestError):
+            c.get("k", limit=-1)
+        with pytest.raises(BadRequestError):
+            c.compact(-3)
+        with pytest.raises(BadRequestError):
+            Compare.value("k", "~", "v")
+        with pytest.raises(TypeError):
+            c.txn(["nope"], [], [])  # type: ignore[list-item]
+    assert sum(sum(s.calls.values()) for s in cluster.servers) == 0
+
+
+def test_redirect_to_leader_hint(cluster: FakeCluster) -> None:
+    cluster.set_leader(0)
+    f1, f2, lead = cluster.servers[1], cluster.servers[2], cluster.servers[0]
+    # The leader is not even among the endpoints given: the hint alone finds it.
+    with Client([f1.endpoint, f2.endpoint], timeout=2) as c:
+        c.put("k", "v")
+        assert f1.calls["put"] == 1 and lead.calls["put"] == 1 and f2.calls["put"] == 0
+        c.put("k", "v2")  # remembered: straight to the leader
+        assert f1.calls["put"] == 1 and lead.calls["put"] == 2
+        assert c.get("k").kvs[0].value == b"v2"
+
+
+def test_connection_refused_tries_next_endpoint(cluster: FakeCluster) -> None:
+    with Client([dead_endpoint(), cluster.servers[0].endpoint], timeout=2) as c:
+        c.put("k", "v")
+        assert cluster.servers[0].calls["put"] == 1
+
+
+def test_all_endpoints_unreachable(cluster: FakeCluster) -> None:
+    t0 = time.monotonic()
+    with Client([dead_endpoint(), dead_endpoint()], timeout=0.4) as c:
+        with pytest.raises(UnavailableError, match="no endpoint reachable"):
+            c.get("k")
+    assert time.monotonic() - t0 < 1.5
+
+
+def test_no_leader_fails_within_timeout(cluster: FakeCluster) -> None:
+    cluster.store.put({"key": b"k", "value": b"v"})
+    cluster.set_leader(None)
+    with Client(cluster.endpoints, timeout=0.5) as c:
+        t0 = time.monotonic()
+        with pytest.raises(NoLeaderError, match="no leader"):
+            c.get("k")
+        assert 0.4 < time.monotonic() - t0 < 1.5
+        with pytest.raises(NoLeaderError):
+            c.put("k", "v")
+        # Serializable reads need no leader.
+        assert c.get("k", consistency="serializable").kvs[0].value == b"v"
+    # It kept trying every member until the deadline, at a bounded pace.
+    assert all(2 <= s.calls["put"] <= 40 for s in cluster.servers)
+
+
+def test_no_leader_then_leader_elected(cluster: FakeCluster) -> None:
+    cluster.set_leader(None)
+    cluster.loop.call_soon_threadsafe(
+        lambda: cluster.loop.call_later(0.2, cluster.set_leader, 2))
+    with Client(cluster.endpoints, timeout=3) as c:
+        c.put("k", "v")
+    assert cluster.store.revision == 2  # applied exactly once
+    assert cluster.servers[2].role == "leader"
+
+
+def test_write_timeout_is_not_retried_and_says_unknown(cluster: FakeCluster) -> None:
+    cluster.servers[0].delays["put"] = 2.0
+    with Client(cluster.endpoints, timeout=0.3) as c:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="unknown"):
+            c.put("k", "v")
+        assert time.monotonic() - t0 < 1.0
+    assert sum(s.calls["put"] for s in cluster.servers) == 1
+
+
+def test_lost_connection_write_unknown_read_retried(cluster: FakeCluster) -> None:
+    cluster.servers[0].drop_ops = {"put", "range"}
+    with Client(cluster.endpoints, timeout=2) as c:
+        with pytest.raises(TimeoutError, match="unknown"):
+            c.put("k", "v")
+        assert sum(s.calls["put"] for s in cluster.servers) == 1
+        cluster.store.put({"key": b"k", "value": b"v"})
+        # servers 1 and 2 are followers, so this linearizable read is redirected to 0, which
+        # drops it; a serializable one succeeds on the next member.
+        assert c.get("k", consistency="serializable").kvs[0].value == b"v"
+        assert cluster.servers[0].calls["range"] == 1
+
+
+def test_not_committed_write_is_retried(cluster: FakeCluster) -> None:
+    cluster.servers[0].script = [("NOT_COMMITTED", "overwritten by a new leader")]
+    with Client(cluster.endpoints, timeout=2) as c:
+        c.put("k", "v")
+    assert cluster.servers[0].calls["put"] == 2
+    assert cluster.store.kvs[b"k"]["value"] == b"v"
+
+
+def test_server_errors_map_to_exceptions(cluster: FakeCluster) -> None:
+    with Client(cluster.endpoints, timeout=2) as c:
+        c.put("k", "v")
+        with pytest.raises(FutureRevisionError):
+            c.compact(1000)
+        c.put("k", "v2")
+        c.compact(3)
+        with pytest.raises(CompactedError):
+            c.get("k", revision=2)
+        cluster.servers[0].script = [("KEY_TOO_LARGE", "key is too large")]
+        from fastraft.errors import KeyTooLargeError
+
+        with pytest.raises(KeyTooLargeError, match="too large"):
+            c.put("k", "v")
+        assert cluster.servers[0].calls["put"] == 3  # not retried
+
+
+def test_txn(cluster: FakeCluster) -> None:
+    with Client(cluster.endpoints, timeout=2) as c:
+        c.put("k", "v1")
+        r = c.txn([Compare.value("k", "=", "v1")], [Op.put("k", "v2"), Op.get("k")],
+                  [Op.delete("k")])
+        assert r.succeeded and len(r.responses) == 2
+        assert isinstance(r.responses[0], PutResult)
+        got = r.responses[1]
+        assert isinstance(got, GetResult) and got.kvs[0].value == b"v2"
+        r = c.txn([Compare.version("k", ">", 5)], [Op.put("k", "x")], [Op.delete("k")])
+        assert not r.succeeded and isinstance(r.responses[0], DeleteResult)
+        assert r.responses[0].deleted == 1
+        assert c.get("k").count == 0
+        assert Compare.mod("k", "<", 3).to_wire() == ["mod", "<", b"k", b"", 3]
+
+
+def test_status_is_for_one_endpoint(cluster: FakeCluster) -> None:
+    cluster.set_leader(1)
+    with Client(cluster.endpoints, timeout=1) as c:
+        st = c.status()  # the first endpoint, a follower: not redirected
+        assert st["member_id"] == cluster.servers[0].member_id
+        assert st["leader"] == cluster.servers[1].member_id
+        st = c.status(cluster.servers[2].endpoint)
+        assert st["member_id"] == cluster.servers[2].member_id
+        with pytest.raises(UnavailableError):
+            c.status(dead_endpoint())
+        assert c.health()["health"] is True
+        members = c.member_list()
+        assert [m.id for m in members] == [s.member_id for s in cluster.servers]
+        assert members[0].client_urls == [cluster.servers[0].url]
+
+
+def test_idle_connection_closed_by_server_is_replaced(cluster: FakeCluster) -> None:
+    with Client([cluster.servers[0].endpoint], timeout=2) as c:
+        c.put("k", "v")
+        conn = c._conns[parse_endpoint(cluster.servers[0].endpoint)]
+        conn.sock.shutdown(socket.SHUT_WR)  # make the server close its side
+        deadline = time.monotonic() + 2
+        while conn.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not conn.alive()
+        c.put("k", "v2")  # a fresh connection, not an "outcome unknown"
+        assert cluster.servers[0].connections == 2
+
+
+# ------------------------------------------------------------------------- async client
+
+
+def test_async_basic_and_pipelined(cluster: FakeCluster) -> None:
+    async def main() -> None:
+        async with AsyncClient(cluster.endpoints, timeout=2) as c:
+            await c.put("k", "v")
+            assert (await c.get("k")).kvs[0].value == b"v"
+            results = await asyncio.gather(*(c.put(f"p/{i}", str(i)) for i in range(200)))
+            assert len({r.header.revision for r in results}) == 200
+            gets = await asyncio.gather(*(c.get(f"p/{i}") for i in range(200)))
+            assert [g.kvs[0].value for g in gets] == [str(i).encode() for i in range(200)]
+            assert (await c.delete("p/", prefix=True)).deleted == 200
+            r = await c.txn([Compare.value("k", "=", "v")], [Op.put("k", "w")], [])
+            assert r.succeeded
+            assert (await c.status())["member_id"] == cluster.servers[0].member_id
+            assert len(await c.member_list()) == 3
+            assert (await c.health())["health"]
+
+    asyncio.run(main())
+    # Every concurrent call shared one connection to the leader.
+    assert cluster.servers[0].connections == 1
+
+
+def test_async_redirect_noleader_and_timeouts(cluster: FakeCluster) -> None:
+    async def main() -> None:
+        cluster.set_leader(2)
+        async with AsyncClient([dead_endpoint(), cluster.servers[0].endpoint], timeout=2) as c:
+            await c.put("k", "v")
+            assert cluster.servers[2].calls["put"] == 1
+        cluster.set_leader(None)
+        async with AsyncClient(cluster.endpoints, timeout=0.4) as c:
+            t0 = time.monotonic()
+            with pytest.raises(NoLeaderError):
+                await c.get("k")
+            assert time.monotonic() - t0 < 1.5
+        cluster.set_leader(0)
+        cluster.servers[0].delays["put"] = 2.0
+        before = cluster.servers[0].calls["put"]
+        async with AsyncClient(cluster.endpoints, timeout=0.3) as c:
+            with pytest.raises(TimeoutError, match="unknown"):
+                await c.put("k", "late")
+            assert cluster.servers[0].calls["put"] == before + 1
+            # The connection is still usable after a timed-out call; and the "unknown" write was in
+            # fact applied (the fake applies first, then delays the answer).
+            assert (await c.get("k")).kvs[0].value == b"late"
+        cluster.servers[0].drop_ops = {"delete"}
+        async with AsyncClient(cluster.endpoints, timeout=1) as c:
+            with pytest.raises(TimeoutError, match="unknown"):
+                await c.delete("k")
+
+    asyncio.run(main())
