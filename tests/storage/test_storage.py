@@ -21,7 +21,6 @@ from fastraft.storage import FORMAT_VERSION, ID_FILE, KEEP_SNAPSHOTS, Storage
 Snap = namedtuple("Snap", "index term voters learners data")
 
 CID, MID, NAME = 0xC1A55, 0xABCDEF, "alpha"
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 def open_store(path: Path, **kw: object) -> Storage:
@@ -343,7 +342,6 @@ def test_closed_storage_refuses_writes(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    sys.path.insert(0, {src!r})
     from fastraft.storage import Storage
     from fastraft.kv import KV
     s = Storage.open({path!r}, cluster_id={cid}, member_id={mid}, name={name!r})
@@ -362,7 +360,7 @@ _CHILD = textwrap.dedent(
 
 def test_kill_9_after_sync_keeps_everything(tmp_path: Path) -> None:
     d = tmp_path / "killed"
-    code = _CHILD.format(src=SRC, path=str(d), cid=CID, mid=MID, name=NAME)
+    code = _CHILD.format(path=str(d), cid=CID, mid=MID, name=NAME)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert proc.stdout == b"synced\n"

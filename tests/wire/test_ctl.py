@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -17,7 +16,6 @@ from click.testing import CliRunner
 from fakeserver import FakeCluster
 from fastraft.ctl import cli, humanize_bytes, parse_compare, parse_duration, parse_op, parse_txn
 
-SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 
 @pytest.fixture
@@ -199,7 +197,7 @@ def test_help_teaches() -> None:
 
 
 def test_subprocess_roundtrip(cluster: FakeCluster) -> None:
-    env = {**os.environ, "PYTHONPATH": SRC, "FASTRAFT_ENDPOINTS": ",".join(cluster.endpoints)}
+    env = {**os.environ, "FASTRAFT_ENDPOINTS": ",".join(cluster.endpoints)}
     p = subprocess.run([sys.executable, "-m", "fastraft.ctl", "put", "sub", "proc"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and p.stdout == "OK\n", p.stderr
