@@ -1,0 +1,836 @@
+"""The host loop of one member: the only code that knows time.
+
+It wires the deterministic core (raft.py) to the world: a repeating timer calls ``raft.tick()``
+every heartbeat interval; peer messages and client proposals are fed in as they arrive; and a
+*ready pass* does the I/O the core asks for::
+
+    rd = raft.ready()
+    send rd.messages                       (leader traffic goes out before our own disk write)
+    storage.save(...) on the loop, then storage.sync() in a 1-thread executor
+        ... meanwhile the loop keeps stepping messages and taking proposals: they are what the
+        NEXT ready persists with ONE sync (group commit) and sends in one MsgApp per follower
+    kv.restore(snapshot) if one was received
+    raft.advance(rd); send rd.persisted_messages (acks and votes: only once durable)
+    kv.apply(rd.committed_entries) and answer the waiting clients; serve rd.read_states
+
+At most one ready pass runs at a time (the core allows one outstanding ready); a pass is
+scheduled with ``loop.call_soon`` after anything that may have produced work, so bursts coalesce.
+
+Client requests (see docs/architecture.md, "Client protocol") are routed here by server.py:
+
+* writes (put/delete/txn/compact) are validated, encoded and batched; the batch is proposed once
+  per loop iteration. The reply waits for the entry to apply, keyed by (index, term): an entry of
+  another term at that index means NOT_COMMITTED (definitely not applied); no answer in time means
+  TIMEOUT (outcome unknown). Followers answer NOT_LEADER with the leader's client URLs.
+* linearizable reads are grouped per loop iteration under one ReadIndex context, then wait until
+  the state machine has applied the read index. Serializable reads answer from local state.
+
+Members' names and URLs live in storage meta ("members"). Conf-change entries carry a new
+member's attributes in their context. Client URLs are *published*: a member that becomes leader
+proposes a small internal entry with its own client URLs (as etcd publishes member attributes
+through raft), so followers can redirect clients to it. The node consumes that entry itself and
+hands the KV a no-op in its place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import logging
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+
+from fastraft import _version
+from fastraft.config import ServerConfig, parse_url
+from fastraft.errors import (
+    BadRequestError,
+    FastraftError,
+    NoLeaderError,
+    NotCommittedError,
+    NotLeaderError,
+    ProposalDroppedError,
+    StoppingError,
+    TimeoutError,
+    UnknownOperationError,
+)
+from fastraft.kv import KV
+from fastraft.raft import (
+    CC_ADD_LEARNER,
+    CC_ADD_VOTER,
+    CC_PROMOTE,
+    CC_REMOVE,
+    ENTRY_CONF_CHANGE,
+    LEADER,
+    Config,
+    Message,
+    MsgType,
+    Raft,
+    Ready,
+    Snapshot,
+    decode_conf_change,
+)
+from fastraft.server import ClientConnection, ClientServer
+from fastraft.storage import Storage
+from fastraft.transport import PeerTransport
+from fastraft.wire import CLIENT_ENVELOPE_BYTES
+
+__all__ = ["Node", "encode_snapshot", "decode_snapshot", "PUBLISH_OP"]
+
+log = logging.getLogger("fastraft.node")
+
+WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
+SNAP = MsgType.MsgSnap.value
+
+# Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
+# client can never propose one; the node recognises it by its msgpack prefix without decoding.
+PUBLISH_OP = "_member_attrs"
+_PUBLISH_PREFIX = b"\x92" + msgpack.packb(PUBLISH_OP)
+
+# Snapshot data = 8-byte magic + 8-byte index + msgpack [members, kv snapshot data]. The index in
+# the header lets the sender check the stored data matches the snapshot it is asked to send.
+_SNAP_MAGIC = b"FRSNAP01"
+_SNAP_HDR = struct.Struct(">8sQ")
+
+# Log entries kept in memory/disk after a snapshot is not configurable in this version: storage
+# drops every entry up to the snapshot index (see the report / docs), so slow followers get a
+# snapshot instead.
+
+
+def encode_snapshot(index: int, members: dict[str, dict], kv_data: bytes) -> bytes:
+    return _SNAP_HDR.pack(_SNAP_MAGIC, index) + msgpack.packb([members, kv_data],
+                                                              use_bin_type=True)
+
+
+def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
+    """Inverse of encode_snapshot; raises ValueError on anything else."""
+    if len(data) < _SNAP_HDR.size:
+        raise ValueError("snapshot data is too short")
+    magic, index = _SNAP_HDR.unpack_from(data)
+    if magic != _SNAP_MAGIC:
+        raise ValueError("not a fastraft node snapshot")
+    try:
+        members, kv_data = msgpack.unpackb(data[_SNAP_HDR.size:], raw=False)
+    except Exception as e:  # msgpack raises several types on garbage
+        raise ValueError(f"snapshot data is corrupt ({e})") from None
+    if not isinstance(members, dict) or not isinstance(kv_data, bytes):
+        raise ValueError("snapshot data has the wrong shape")
+    return index, members, kv_data
+
+
+class _Waiter:
+    """A client write waiting for its entry (index, term) to apply."""
+
+    __slots__ = ("term", "conn", "req_id", "deadline")
+
+    def __init__(self, term: int, conn: ClientConnection | None, req_id: int,
+                 deadline: float) -> None:
+        self.term = term
+        self.conn = conn
+        self.req_id = req_id
+        self.deadline = deadline
+
+
+class _ReadBatch:
+    """Linearizable reads that arrived in one loop iteration: one ReadIndex round for all."""
+
+    __slots__ = ("ctx", "cbs", "deadline", "leader", "index")
+
+    def __init__(self, ctx: bytes, deadline: float) -> None:
+        self.ctx = ctx
+        self.cbs: list[Callable[[FastraftError | None], None]] = []
+        self.deadline = deadline
+        self.leader = 0
+        self.index = 0
+
+
+class Node:
+    """One fastraft member: storage, KV, Raft core, peer transport and client server."""
+
+    def __init__(self, cfg: ServerConfig, *, request_timeout: float = 4.0,
+                 read_timeout: float = 3.0) -> None:
+        self.cfg = cfg
+        self.id = cfg.member_id
+        self.hex_id = format(cfg.member_id, "x")
+        # Writes answer TIMEOUT (outcome unknown) and reads NO_LEADER after these; both are
+        # below the client library's 5 s default, so a client sees the server's clearer error.
+        self.request_timeout = request_timeout
+        self.read_timeout = read_timeout
+        self.storage: Storage | None = None
+        self.kv: KV | None = None
+        self.raft: Raft | None = None
+        self.transport: PeerTransport | None = None
+        self.server: ClientServer | None = None
+        self.members: dict[str, dict[str, Any]] = {}
+        self.stopped = asyncio.Event()
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._ready_scheduled = False
+        self._in_ready = False
+        self._proposals: list[tuple[bytes, ClientConnection | None, int]] = []
+        self._proposals_scheduled = False
+        self._waiters: dict[int, _Waiter] = {}
+        self._read_batch: _ReadBatch | None = None
+        self._read_batches: dict[bytes, _ReadBatch] = {}
+        self._reads_waiting_apply: list[_ReadBatch] = []
+        self._read_seq = itertools.count(1)
+        self._stopping = False
+        self._closed = False
+        self._last_snap_index = 0
+        self._publish_pending = False
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Open storage, rebuild KV and the core, listen for peers and clients, start ticking.
+
+        Raises DataDirError for a data dir this member must not use."""
+        cfg = self.cfg
+        self._loop = asyncio.get_running_loop()
+        self.storage = Storage.open(cfg.data_dir, cluster_id=cfg.cluster_id,
+                                    member_id=cfg.member_id, name=cfg.name)
+        try:
+            await self._open_state()
+            self._sync_executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"sync-{cfg.name}")
+            peers = {int(h, 16): parse_url(m["peer_urls"][0])
+                     for h, m in self.members.items() if h != self.hex_id and m["peer_urls"]}
+            self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(), peers,
+                                           self._on_peer_message)
+            await self.transport.start()
+            self.server = ClientServer(self.handle_request,
+                                       max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
+            await self.server.start(cfg.client_addrs())
+        except BaseException:
+            await self._close_io()
+            raise
+        log.info("%s (%s) serving clients on %s, peers on %s; cluster %x", cfg.name, self.hex_id,
+                 ",".join(cfg.listen_client_urls), cfg.listen_peer_urls[0], cfg.cluster_id)
+        self._ticker = self._loop.call_later(cfg.heartbeat_interval / 1000.0, self._tick)
+        self._schedule_ready()
+
+    async def _open_state(self) -> None:
+        cfg = self.cfg
+        st = self.storage
+        assert st is not None
+        hard_state, snap_meta, entries = st.initial_state()
+        self.kv = KV(st, max_value_bytes=cfg.max_request_bytes)
+        stored = st.get_meta("members")
+        if stored:
+            self.members = {str(k): dict(v) for k, v in stored.items()}
+        else:
+            self.members = {
+                format(mid, "x"): {"name": name, "peer_urls": list(urls), "client_urls": [],
+                                   "is_learner": False}
+                for mid, (name, urls) in cfg.initial_members().items()}
+        snapshot = None
+        if snap_meta is not None:
+            index, term, voters, learners = snap_meta
+            snapshot = Snapshot(index, term, tuple(voters), tuple(learners), None)
+            self._last_snap_index = index
+            if self.kv.applied < index:
+                # Crashed after persisting a received snapshot but before restoring the KV from
+                # it: the log up to `index` is gone, so the KV must come from the snapshot.
+                data = st.load_snapshot_data()
+                if data is None:
+                    raise FastraftError(f"snapshot {index} is recorded but its data is missing")
+                _, members, kv_data = decode_snapshot(data)
+                self.kv.restore(kv_data, index)
+                self.members = members
+                st.put_meta("members", self.members)
+                st.sync()
+        me = self.members.get(self.hex_id)
+        if me is not None:
+            # Our own client URLs are known locally even before they are published.
+            me["client_urls"] = list(cfg.advertise_client_urls)
+        voters = tuple(mid for mid in cfg.initial_members())
+        rcfg = Config(cfg.member_id, voters, election_tick=cfg.election_tick, heartbeat_tick=1,
+                      pre_vote=True, check_quorum=True, seed=cfg.member_id,
+                      applied=self.kv.applied)
+        self.raft = Raft(rcfg, hard_state, entries, snapshot)
+
+    async def stop(self) -> None:
+        """Graceful stop: hand leadership over, fail what is pending, sync, close."""
+        if self._stopping:
+            await self.stopped.wait()
+            return
+        self._stopping = True
+        raft = self.raft
+        if raft is not None and raft.role == LEADER and len(raft.voters) > 1 and not self._closed:
+            await self._transfer_leadership()
+        if self.server is not None:
+            self.server.stop_listening()
+        self._fail_all(StoppingError("the member is stopping"))
+        # Let a ready pass in progress finish its sync: what it acknowledged must be durable.
+        deadline = time.monotonic() + 5.0
+        while self._in_ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await self._close_io()
+        self.stopped.set()
+
+    async def _transfer_leadership(self) -> None:
+        raft = self.raft
+        assert raft is not None
+        progress = raft.status().get("progress", {})
+        best, best_match = 0, -1
+        for vid in raft.voters:
+            # Only a peer we can reach now: a transfer to a dead member would just burn an
+            # election timeout before the stop goes on (and leave the cluster leaderless).
+            if (vid != self.id and vid in progress and progress[vid]["match"] > best_match
+                    and self.transport is not None and self.transport.is_connected(vid)):
+                best, best_match = vid, progress[vid]["match"]
+        if not best:
+            return
+        try:
+            raft.transfer_leader(best)
+        except (NotLeaderError, ValueError):
+            return
+        self._schedule_ready()
+        log.info("%s: stopping; transferring leadership to %x", self.cfg.name, best)
+        # Bounded: the core aborts a transfer after one election timeout anyway.
+        deadline = time.monotonic() + self.cfg.election_timeout / 1000.0
+        while raft.leader == self.id and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        # Give the new leader's first heartbeat a moment to reach the others (bounded).
+        await asyncio.sleep(min(0.05, self.cfg.heartbeat_interval / 1000.0))
+
+    async def _close_io(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self.server is not None:
+            await self.server.stop()
+        if self.transport is not None:
+            await self.transport.stop()
+        if self._sync_executor is not None:
+            self._sync_executor.shutdown(wait=True)
+        if self.storage is not None:
+            try:
+                self.storage.sync()
+            finally:
+                self.storage.close()
+
+    def _fatal(self, what: str, exc: BaseException | None = None) -> None:
+        """A storage or state-machine failure: continuing could break safety, so stop."""
+        log.critical("%s: %s%s; stopping", self.cfg.name, what, f": {exc!r}" if exc else "")
+        self.exit_code = 1
+        self._in_ready = False
+        if not self._stopping and self._loop is not None:
+            self._loop.create_task(self.stop())
+
+    # ------------------------------------------------------------------ time and input
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        assert self._loop is not None and self.raft is not None
+        self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
+        self.raft.tick()
+        self._expire(self._loop.time())
+        self._schedule_ready()
+
+    def _on_peer_message(self, m: Message) -> None:
+        if self._closed or self.raft is None:
+            return
+        self.raft.step(m)
+        self._schedule_ready()
+
+    # ------------------------------------------------------------------ the ready pass
+    def _schedule_ready(self) -> None:
+        if self._ready_scheduled or self._in_ready or self._closed:
+            return
+        self._ready_scheduled = True
+        assert self._loop is not None
+        self._loop.call_soon(self._run_ready)
+
+    def _run_ready(self) -> None:
+        self._ready_scheduled = False
+        raft = self.raft
+        if self._in_ready or self._closed or raft is None or not raft.has_ready():
+            return
+        self._in_ready = True
+        rd = raft.ready()
+        self._send(rd.messages)
+        if rd.must_sync():
+            st = self.storage
+            assert st is not None and self._loop is not None
+            try:
+                st.save(rd.hard_state, rd.entries, rd.snapshot)
+            except Exception as e:
+                self._fatal("cannot write to storage", e)
+                return
+            fut = self._loop.run_in_executor(self._sync_executor, st.sync)
+            fut.add_done_callback(lambda f: self._after_sync(rd, f))
+        else:
+            self._finish_ready(rd)
+
+    def _after_sync(self, rd: Ready, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._fatal("cannot sync storage", None if fut.cancelled() else fut.exception())
+            return
+        if self._closed:
+            self._in_ready = False
+            return
+        self._finish_ready(rd)
+
+    def _finish_ready(self, rd: Ready) -> None:
+        raft, kv = self.raft, self.kv
+        assert raft is not None and kv is not None
+        try:
+            if rd.snapshot is not None:
+                self._restore_snapshot(rd.snapshot)
+            raft.advance(rd)
+            self._send(rd.persisted_messages)
+            if rd.committed_entries:
+                self._apply(rd.committed_entries)
+            if rd.read_states:
+                self._serve_read_states(rd.read_states)
+            if rd.soft_state is not None:
+                self._on_soft_state(*rd.soft_state)
+            self._maybe_snapshot()
+        except Exception as e:
+            self._fatal("ready pass failed", e)
+            return
+        self._in_ready = False
+        if raft.has_ready():
+            self._schedule_ready()
+
+    def _send(self, msgs: list[Message]) -> None:
+        if not msgs or self.transport is None:
+            return
+        snap_data: bytes | None = None
+        for m in msgs:
+            if m.type == SNAP and m.snapshot is not None and m.snapshot.data is None:
+                if snap_data is None:
+                    snap_data = self.storage.load_snapshot_data() if self.storage else None
+                ok = False
+                if snap_data is not None:
+                    try:
+                        ok = decode_snapshot_index(snap_data) == m.snapshot.index
+                    except ValueError:
+                        ok = False
+                if ok:
+                    m.snapshot = m.snapshot.with_data(snap_data)
+                else:
+                    log.error("%s: no stored data for snapshot %d; cannot send it to %x",
+                              self.cfg.name, m.snapshot.index, m.to)
+        self.transport.send(msgs)
+        raft = self.raft
+        for m in msgs:
+            if m.type == SNAP and raft is not None:
+                # The transport has the whole snapshot in its buffer (or dropped it): let the
+                # core go back to probing either way; the follower's answer decides what follows.
+                raft.report_snapshot(m.to, m.snapshot is not None and m.snapshot.data is not None
+                                     and self.transport.is_connected(m.to))
+
+    def _restore_snapshot(self, snap: Snapshot) -> None:
+        assert self.kv is not None and self.storage is not None
+        if snap.data is None:
+            raise FastraftError(f"received snapshot {snap.index} without data")
+        index, members, kv_data = decode_snapshot(snap.data)
+        if index != snap.index:
+            raise FastraftError(f"snapshot data is for index {index}, not {snap.index}")
+        self.kv.restore(kv_data, snap.index)
+        self._set_members(members)
+        self._last_snap_index = snap.index
+        log.info("%s: restored state from snapshot at index %d", self.cfg.name, snap.index)
+
+    # ------------------------------------------------------------------ applying
+    def _apply(self, entries: list[tuple]) -> None:
+        kv = self.kv
+        assert kv is not None and self.raft is not None
+        to_apply = entries
+        members_changed = False
+        for i, e in enumerate(entries):
+            if e[2] == ENTRY_CONF_CHANGE:
+                members_changed |= self._apply_conf_change(e)
+            elif e[3].startswith(_PUBLISH_PREFIX):
+                members_changed |= self._apply_publish(e)
+                if to_apply is entries:
+                    to_apply = list(entries)
+                to_apply[i] = (e[0], e[1], 0, b"")  # the KV sees a no-op
+        if members_changed and self.storage is not None:
+            # Written before kv.apply's batch: one WAL, so a durable `applied` implies this too.
+            self.storage.put_meta("members", self.members)
+        results = kv.apply(to_apply)
+        if self._waiters:
+            by_index = dict(results)
+            term = self.raft.term
+            for e in entries:
+                w = self._waiters.pop(e[0], None)
+                if w is None or w.conn is None:
+                    continue
+                res = by_index.get(e[0])
+                if w.term != e[1] or res is None:
+                    w.conn.reply(w.req_id, NotCommittedError(
+                        "the proposal was replaced by another leader's entry: not applied"), None)
+                elif isinstance(res, FastraftError):
+                    w.conn.reply(w.req_id, res, None)
+                else:
+                    w.conn.reply(w.req_id, None, self._with_header(dict(res), term))
+        if self._reads_waiting_apply:
+            self._serve_applied_reads()
+
+    def _apply_conf_change(self, e: tuple) -> bool:
+        try:
+            op, node_id, context = decode_conf_change(e[3])
+            attrs = msgpack.unpackb(context, raw=False) if context else {}
+            if not isinstance(attrs, dict):
+                attrs = {}
+        except Exception as exc:  # the core already ignores malformed conf changes; so do we
+            log.error("%s: malformed conf change at index %d: %s", self.cfg.name, e[0], exc)
+            return False
+        h = format(node_id, "x")
+        if op in (CC_ADD_VOTER, CC_ADD_LEARNER):
+            m = self.members.setdefault(h, {"name": "", "peer_urls": [], "client_urls": [],
+                                            "is_learner": False})
+            m["name"] = str(attrs.get("name", m["name"]))
+            m["peer_urls"] = [str(u) for u in attrs.get("peer_urls", m["peer_urls"])]
+            m["client_urls"] = [str(u) for u in attrs.get("client_urls", m["client_urls"])]
+            m["is_learner"] = op == CC_ADD_LEARNER
+            if self.transport is not None and m["peer_urls"] and node_id != self.id:
+                try:
+                    self.transport.add_peer(node_id, parse_url(m["peer_urls"][0]))
+                except ValueError as exc:
+                    log.error("%s: member %s has a bad peer URL: %s", self.cfg.name, h, exc)
+        elif op == CC_PROMOTE:
+            if h in self.members:
+                self.members[h]["is_learner"] = False
+        elif op == CC_REMOVE:
+            self.members.pop(h, None)
+            if self.transport is not None:
+                self.transport.remove_peer(node_id)
+            if node_id == self.id:
+                log.warning("%s: this member was removed from the cluster", self.cfg.name)
+        return True
+
+    def _apply_publish(self, e: tuple) -> bool:
+        try:
+            _, attrs = msgpack.unpackb(e[3], raw=False)
+            h = format(int(attrs["id"]), "x")
+            urls = [str(u) for u in attrs["client_urls"]]
+        except Exception as exc:
+            log.error("%s: malformed member attributes at index %d: %s", self.cfg.name, e[0], exc)
+            return False
+        m = self.members.get(h)
+        if m is None:
+            return False
+        if h == self.hex_id:
+            self._publish_pending = False
+            urls = list(self.cfg.advertise_client_urls)  # ours are always the local truth
+        m["client_urls"] = urls
+        return True
+
+    def _set_members(self, members: dict[str, dict]) -> None:
+        self.members = {str(k): dict(v) for k, v in members.items()}
+        me = self.members.get(self.hex_id)
+        if me is not None:
+            me["client_urls"] = list(self.cfg.advertise_client_urls)
+        if self.storage is not None:
+            self.storage.put_meta("members", self.members)
+        if self.transport is not None:
+            for h, m in self.members.items():
+                if h != self.hex_id and m.get("peer_urls"):
+                    try:
+                        self.transport.add_peer(int(h, 16), parse_url(m["peer_urls"][0]))
+                    except ValueError:
+                        pass
+
+    def _maybe_snapshot(self) -> None:
+        kv, raft, st = self.kv, self.raft, self.storage
+        assert kv is not None and raft is not None and st is not None
+        if kv.applied - self._last_snap_index < self.cfg.snapshot_count:
+            return
+        index = kv.applied
+        data = encode_snapshot(index, self.members, kv.snapshot_data())
+        raft.compact(index)
+        s = raft.snapshot
+        assert s is not None and s.index == index
+        st.save_snapshot(s.index, s.term, s.voters, s.learners, data)
+        self._last_snap_index = index
+        log.info("%s: saved snapshot at index %d (%d bytes) and compacted the log",
+                 self.cfg.name, index, len(data))
+
+    # ------------------------------------------------------------------ soft state
+    def _on_soft_state(self, leader: int, role: str) -> None:
+        for ctx, b in list(self._read_batches.items()):
+            if b.leader != leader:
+                # Asked a leader that is gone: its answer may never come.
+                del self._read_batches[ctx]
+                self._finish_batch(b, NoLeaderError("no leader: leadership changed during read"))
+        if role == LEADER:
+            me = self.members.get(self.hex_id)
+            if me is not None and not self._publish_pending:
+                self._publish_pending = True
+                attrs = {"id": self.id, "client_urls": list(self.cfg.advertise_client_urls)}
+                self._queue_proposal(msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True),
+                                     None, 0)
+        else:
+            self._publish_pending = False
+
+    # ------------------------------------------------------------------ requests
+    def handle_request(self, conn: ClientConnection, req_id: int, op: str,
+                       args: dict[str, Any]) -> None:
+        """Route one client request (called by server.py; errors raised become replies)."""
+        if self._stopping:
+            raise StoppingError("the member is stopping")
+        kv, raft = self.kv, self.raft
+        assert kv is not None and raft is not None
+        if op in WRITE_OPS:
+            data = kv.encode_command(op, args)  # validates fully; raises a FastraftError
+            if raft.role != LEADER:
+                raise self._not_leader()
+            self._queue_proposal(data, conn, req_id)
+        elif op == "range":
+            serializable = args.pop("serializable", False)
+            if type(serializable) is not bool:
+                raise BadRequestError("range: serializable must be a bool")
+            kv.validate("range", args)
+
+            def do_range(err: FastraftError | None) -> None:
+                if err is not None:
+                    conn.reply(req_id, err, None)
+                    return
+                try:
+                    res = kv.range(**args)
+                except FastraftError as e:
+                    conn.reply(req_id, e, None)
+                    return
+                conn.reply(req_id, None, self._with_header(res, raft.term))
+
+            if serializable:
+                do_range(None)
+            else:
+                self._linearizable(do_range)
+        elif op == "status":
+            conn.reply(req_id, None, self.status())
+        elif op == "member_list":
+            conn.reply(req_id, None, {"header": self._header(kv.revision, raft.term),
+                                      "members": self.member_list()})
+        elif op == "health":
+            self._health(conn, req_id)
+        else:
+            raise UnknownOperationError(
+                f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
+                "status, member_list, health")
+
+    def _header(self, revision: int, term: int) -> dict[str, int]:
+        return {"cluster_id": self.cfg.cluster_id, "member_id": self.id, "revision": revision,
+                "raft_term": term}
+
+    def _with_header(self, res: dict[str, Any], term: int) -> dict[str, Any]:
+        assert self.kv is not None
+        res["header"] = self._header(res.pop("revision", self.kv.revision), term)
+        return res
+
+    def _not_leader(self) -> FastraftError:
+        assert self.raft is not None
+        leader = self.raft.leader
+        if leader == 0:
+            return NoLeaderError("no leader: the cluster has no quorum or is electing one")
+        m = self.members.get(format(leader, "x"), {})
+        return NotLeaderError(f"not the leader; the leader is {leader:x}",
+                              leader=format(leader, "x"),  # type: ignore[arg-type]
+                              leader_urls=list(m.get("client_urls", [])))
+
+    def _queue_proposal(self, data: bytes, conn: ClientConnection | None, req_id: int) -> None:
+        self._proposals.append((data, conn, req_id))
+        if not self._proposals_scheduled:
+            self._proposals_scheduled = True
+            assert self._loop is not None
+            self._loop.call_soon(self._flush_proposals)
+
+    def _flush_proposals(self) -> None:
+        self._proposals_scheduled = False
+        batch, self._proposals = self._proposals, []
+        if not batch or self.raft is None:
+            return
+        if self._closed:
+            for _, conn, req_id in batch:
+                if conn is not None:
+                    conn.reply(req_id, StoppingError("the member is stopping"), None)
+            return
+        raft = self.raft
+        try:
+            last = raft.propose_batch([d for d, _, _ in batch])
+        except (NotLeaderError, ProposalDroppedError) as e:
+            err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
+                                  NotCommittedError("leadership transfer in progress: not applied"))
+            for _, conn, req_id in batch:
+                if conn is not None:
+                    conn.reply(req_id, err, None)
+            if isinstance(e, NotLeaderError):
+                self._publish_pending = False
+            return
+        assert self._loop is not None
+        term = raft.term
+        deadline = self._loop.time() + self.request_timeout
+        first = last - len(batch) + 1
+        for i, (_, conn, req_id) in enumerate(batch):
+            old = self._waiters.pop(first + i, None)
+            if old is not None and old.conn is not None:
+                # Our own earlier entry at this index was overwritten: it never applied.
+                old.conn.reply(old.req_id, NotCommittedError(
+                    "the proposal was replaced by another leader's entry: not applied"), None)
+            self._waiters[first + i] = _Waiter(term, conn, req_id, deadline)
+        self._schedule_ready()
+
+    # ------------------------------------------------------------------ reads
+    def _linearizable(self, cb: Callable[[FastraftError | None], None],
+                      timeout: float | None = None) -> None:
+        raft = self.raft
+        assert raft is not None and self._loop is not None
+        if raft.leader == 0:
+            cb(NoLeaderError("no leader: cannot serve a linearizable read"))
+            return
+        b = self._read_batch
+        if b is None or timeout is not None:
+            ctx = next(self._read_seq).to_bytes(8, "big")
+            b = _ReadBatch(ctx, self._loop.time() + (timeout or self.read_timeout))
+            if timeout is None:
+                self._read_batch = b
+            self._loop.call_soon(self._flush_reads, b)
+        b.cbs.append(cb)
+
+    def _flush_reads(self, b: _ReadBatch) -> None:
+        if self._read_batch is b:
+            self._read_batch = None
+        raft = self.raft
+        if self._closed or raft is None:
+            self._finish_batch(b, StoppingError("the member is stopping"))
+            return
+        b.leader = raft.leader
+        self._read_batches[b.ctx] = b
+        raft.read_index(b.ctx)
+        self._schedule_ready()
+
+    def _serve_read_states(self, states: list) -> None:
+        kv = self.kv
+        assert kv is not None
+        for rs in states:
+            b = self._read_batches.pop(rs.ctx, None)
+            if b is None:
+                continue
+            if not rs.ok:
+                self._finish_batch(b, NoLeaderError("no leader: the read index was refused"))
+            elif kv.applied >= rs.index:
+                self._finish_batch(b, None)
+            else:
+                b.index = rs.index
+                self._reads_waiting_apply.append(b)
+
+    def _serve_applied_reads(self) -> None:
+        assert self.kv is not None
+        applied = self.kv.applied
+        ready = [b for b in self._reads_waiting_apply if b.index <= applied]
+        if ready:
+            self._reads_waiting_apply = [b for b in self._reads_waiting_apply
+                                         if b.index > applied]
+            for b in ready:
+                self._finish_batch(b, None)
+
+    def _finish_batch(self, b: _ReadBatch, err: FastraftError | None) -> None:
+        for cb in b.cbs:
+            try:
+                cb(err)
+            except Exception:  # one bad callback must not starve the others
+                log.exception("%s: read callback failed", self.cfg.name)
+        b.cbs = []
+
+    def _expire(self, now: float) -> None:
+        """Answer what waited past its deadline (called every tick)."""
+        while self._waiters:
+            index = next(iter(self._waiters))
+            w = self._waiters[index]
+            if w.deadline > now:
+                break  # insertion order is deadline order
+            del self._waiters[index]
+            if w.conn is not None:
+                w.conn.reply(w.req_id, TimeoutError(
+                    "request timed out: the write may or may not have been applied"), None)
+        for ctx, b in list(self._read_batches.items()):
+            if b.deadline <= now:
+                del self._read_batches[ctx]
+                self._finish_batch(b, NoLeaderError(
+                    "no leader: the read could not be confirmed by a quorum in time"))
+        if self._reads_waiting_apply:
+            late = [b for b in self._reads_waiting_apply if b.deadline <= now]
+            if late:
+                self._reads_waiting_apply = [b for b in self._reads_waiting_apply
+                                             if b.deadline > now]
+                for b in late:
+                    self._finish_batch(b, TimeoutError("read timed out waiting for apply"))
+
+    def _fail_all(self, err: FastraftError) -> None:
+        for _, conn, req_id in self._proposals:
+            if conn is not None:
+                conn.reply(req_id, err, None)
+        self._proposals = []
+        waiters, self._waiters = self._waiters, {}
+        for w in waiters.values():
+            if w.conn is not None:
+                w.conn.reply(w.req_id, err, None)
+        batches = list(self._read_batches.values()) + self._reads_waiting_apply
+        if self._read_batch is not None:
+            batches.append(self._read_batch)
+        self._read_batches = {}
+        self._reads_waiting_apply = []
+        self._read_batch = None
+        for b in batches:
+            self._finish_batch(b, err)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        raft, kv, st = self.raft, self.kv, self.storage
+        assert raft is not None and kv is not None and st is not None
+        return {
+            "header": self._header(kv.revision, raft.term),
+            "member_id": self.id,
+            "leader": raft.leader,
+            "version": _version.__version__,
+            "db_size": st.db_size(),
+            "raft_term": raft.term,
+            "raft_index": raft.last_index,
+            "raft_applied_index": kv.applied,
+            "is_learner": self.id in raft.learners,
+            "errors": ["no leader"] if raft.leader == 0 else [],
+        }
+
+    def member_list(self) -> list[dict[str, Any]]:
+        return [{"id": int(h, 16), "name": m.get("name", ""),
+                 "peer_urls": list(m.get("peer_urls", [])),
+                 "client_urls": list(m.get("client_urls", [])),
+                 "is_learner": bool(m.get("is_learner", False))}
+                for h, m in sorted(self.members.items(), key=lambda kv: kv[1].get("name", ""))]
+
+    def _health(self, conn: ClientConnection, req_id: int) -> None:
+        assert self._loop is not None
+        started = self._loop.time()
+
+        def done(err: FastraftError | None) -> None:
+            took = (self._loop.time() - started) * 1000.0 if self._loop else 0.0
+            if err is None:
+                conn.reply(req_id, None, {"health": True,
+                                          "reason": f"read index confirmed in {took:.1f} ms"})
+            else:
+                conn.reply(req_id, None, {"health": False, "reason": err.message})
+
+        # "Quickly": one election timeout, at most the normal read timeout.
+        self._linearizable(done, timeout=min(self.read_timeout,
+                                             max(0.5, self.cfg.election_timeout / 1000.0)))
+
+
+def decode_snapshot_index(data: bytes) -> int:
+    """The index recorded in node snapshot data's header (cheap: no body decoding)."""
+    if len(data) < _SNAP_HDR.size:
+        raise ValueError("snapshot data is too short")
+    magic, index = _SNAP_HDR.unpack_from(data)
+    if magic != _SNAP_MAGIC:
+        raise ValueError("not a fastraft node snapshot")
+    return int(index)
