@@ -1,6 +1,6 @@
 """Benchmarks of the KV state machine's apply path (RocksDB writes, no fsync).
 
-Run: PYTHONPATH=src python -m pytest bench/test_kv_bench.py --benchmark-enable
+Run: python -m pytest bench/test_kv_bench.py --benchmark-enable
 """
 
 from __future__ import annotations

@@ -302,5 +302,13 @@ def demo(data_dir: str | None, keep: bool) -> None:
     sys.exit(0 if ok else 1)
 
 
+def _mount_bench() -> None:
+    from fastraft.loadgen import bench_command
+
+    main.add_command(bench_command)
+
+
+_mount_bench()
+
 if __name__ == "__main__":  # pragma: no cover
     main()
