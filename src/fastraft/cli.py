@@ -207,8 +207,9 @@ class _Tailer(threading.Thread):
                 continue
             self.offsets[m.name] += end
             prefix = click.style(f"{m.name:>3} | ", fg=_COLOURS[i % len(_COLOURS)])
+            own = f" | {m.name} | "  # the member's own name field: the coloured prefix says it
             for line in chunk[:end].decode("utf-8", "replace").splitlines():
-                click.echo(prefix + line)
+                click.echo(prefix + line.replace(own, " | ", 1))
 
 
 @main.command("cluster", cls=_OneLineErrors)

@@ -151,7 +151,7 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
     for r in rows:
         t.add_row(*r)
     # A wide virtual terminal so columns are never wrapped or truncated when piped.
-    Console(file=click.get_text_stream("stdout"), width=400, no_color=True).print(t)
+    Console(file=sys.stdout, width=400, no_color=True).print(t)
 
 
 def _print_kvs(kvs: list[KeyValue], value_only: bool = False, keys_only: bool = False) -> None:
@@ -384,7 +384,7 @@ def txn(s: Settings) -> None:
     Example:
       printf 'value("k") = "v1"\\n\\nput k v2\\n\\nget k\\n' | fastractl txn
     """
-    compares, success, failure = parse_txn(click.get_text_stream("stdin").read())
+    compares, success, failure = parse_txn(sys.stdin.read())
     with s.client() as c:
         r = c.txn(compares, success, failure)
     if s.write_out == "json":

@@ -347,18 +347,42 @@ class Storage:
                       data: bytes) -> None:
         """Record a snapshot taken locally at ``index`` and drop log entries up to it (durable)."""
         self._check_open()
+        self._check_snapshot_index(index)
+        self._write_snapshot_file(index, data)
+        self._record_snapshot(index, term, voters, learners)
+        self.sync()
+        self._prune_snapshot_files(index)
+
+    def save_snapshot_meta(self, index: int, term: int, voters: tuple, learners: tuple) -> None:
+        """Record a snapshot taken locally at ``index`` WITHOUT a data file; drop the log up to it.
+
+        For a state machine that lives in this same DB (kv.py): its state at ``index`` is
+        already stored, so nothing is copied. Not synced: it becomes durable with the next
+        ``sync()``, and because it follows the KV writes up to ``index`` in the one WAL, a
+        durable record implies a durable state at ``index`` (never a log gap without it). The
+        host serializes the state only when a follower needs it (``has_snapshot_file`` is then
+        False for this index)."""
+        self._check_open()
+        self._check_snapshot_index(index)
+        self._record_snapshot(index, term, voters, learners)
+        self._prune_snapshot_files(index)
+
+    def has_snapshot_file(self, index: int) -> bool:
+        """True when snapshot data for ``index`` is stored in a file (a received snapshot)."""
+        return os.path.exists(self._snap_path(index))
+
+    def _check_snapshot_index(self, index: int) -> None:
         snap = self.snapshot_meta()
         if snap is not None and index < snap[0]:
             raise ValueError(f"snapshot index {index} is older than the stored snapshot {snap[0]}")
-        self._write_snapshot_file(index, data)
+
+    def _record_snapshot(self, index: int, term: int, voters: tuple, learners: tuple) -> None:
         wb = rocksdict.WriteBatch(raw_mode=True)
         wb.put(b"snapshot", msgpack.packb([index, term, list(voters), list(learners)]),
                self._handles["meta"])
         wb.delete_range(_IDX.pack(0), _IDX.pack(index + 1), self._handles["log"])
         self.write(wb)
-        self.sync()
         self._last_index = max(self._last_index, index)
-        self._prune_snapshot_files(index)
 
     def load_snapshot_data(self) -> bytes | None:
         """The data of the snapshot the metadata names (to send to a follower), or None."""
