@@ -59,7 +59,7 @@ cdef class Message:
     def __repr__(self):
         return ("Message(%s %x->%x term=%d log_term=%d index=%d entries=%d commit=%d reject=%s "
                 "hint=%d ctx=%r%s)" % (
-                    msg_name(self.type), self.to, self.frm, self.term, self.log_term, self.index,
+                    msg_name(self.type), self.frm, self.to, self.term, self.log_term, self.index,
                     len(self.entries), self.commit, self.reject, self.reject_hint, self.context,
                     " snap@%d" % self.snapshot.index if self.snapshot is not None else ""))
 

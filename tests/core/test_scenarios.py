@@ -1,0 +1,432 @@
+"""Scripted scenarios, one claim of the Raft paper/thesis each, on the simulated cluster.
+
+Every scenario runs with the simulator's invariant checks on after every step (election safety,
+log matching, leader completeness, state machine safety, durability of committed entries).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from raftsim import Cluster, SimError
+from fastraft.errors import ProposalDroppedError
+from fastraft.raft import (
+    CC_ADD_LEARNER,
+    CC_ADD_VOTER,
+    CC_PROMOTE,
+    CC_REMOVE,
+    LEASE_MARGIN_TICKS,
+    Message,
+    MsgType,
+)
+
+APP = MsgType.MsgApp.value
+SNAP = MsgType.MsgSnap.value
+TIMEOUT_NOW = MsgType.MsgTimeoutNow.value
+READ_INDEX = MsgType.MsgReadIndex.value
+
+
+def _ok_reads(c: Cluster, id: int, ctx: bytes) -> list:
+    return [rs for rs in c.members[id].read_states if rs.ctx == ctx and rs.ok]
+
+
+# ------------------------------------------------------------------ Figure 8 (§5.4.2)
+def _campaign_until_leader(c: Cluster, id: int, tries: int = 3) -> None:
+    """Campaign (no ticks) until `id` wins: a first try may land in a term where some voter
+    already voted for someone else."""
+    m = c.members[id]
+    for _ in range(tries):
+        m.raft.campaign()
+        m.pump()
+        c.stabilize()
+        if m.raft.role == "leader":
+            return
+    raise AssertionError(f"{id} did not win in {tries} campaigns")
+
+
+def _figure8_setup() -> tuple[Cluster, int, int]:
+    """Paper Figure 8 (a)-(c) on members 1..5. Returns (cluster, index of X, term of X)."""
+    c = Cluster(5, seed=8, pre_vote=False, check_quorum=False, max_entries_per_msg=1)
+    s1 = c.elect(1)
+    c.stabilize()
+    # (a) 1 leads term t1 and replicates X to 2 only.
+    c.partition([1, 2], [3], [4], [5])
+    x = c.propose(s1, b"k", b"X")
+    assert x is not None
+    c.stabilize()
+    t1 = s1.raft.term
+    assert s1.raft.commit < x and c.members[2].raft.log.entry(x)[1] == t1
+    # (b) 1 crashes; 5 wins term t2 with votes from 3 and 4; its new entry at x goes nowhere.
+    s1.crash()
+    c.partition([3, 4, 5], [2])
+    c.drop_filter = lambda m: m.type == APP and m.frm == 5 and bool(m.entries)
+    c.elect(5)
+    assert c.members[5].raft.log.entry(x)[1] > t1
+    c.members[5].crash()
+    c.drop_filter = None
+    # (c) 1 restarts and wins term t3 (votes of 2 and 3), then replicates X to 3, but not its
+    # own new entry: X is now on a majority {1, 2, 3}, still from an old term.
+    s1.restart()
+    c.partition([1, 2, 3], [4], [5])
+    t3_floor = c.members[5].raft.term
+
+    def old_entries_only(m: Message) -> bool:
+        # The network cuts 1's appends down to the old-term entries they carry.
+        if not (m.type == APP and m.frm == 1 and any(e[1] > t1 for e in m.entries)):
+            return False
+        cut = m.copy()
+        cut.entries = [e for e in m.entries if e[1] <= t1]  # maybe none: still a probe
+        c.queue.append((c.now, -1, cut))
+        return True
+
+    c.drop_filter = old_entries_only
+    _campaign_until_leader(c, 1)
+    assert s1.raft.term > t3_floor
+    holders = [i for i in (1, 2, 3) if c.members[i].raft.log.entry(x) is not None
+               and c.members[i].raft.log.entry(x)[1] == t1]
+    assert holders == [1, 2, 3]
+    return c, x, t1
+
+
+def test_figure8_old_term_entry_not_committed_by_counting_replicas() -> None:
+    c, x, t1 = _figure8_setup()
+    s1 = c.members[1]
+    # §5.4.2: a majority holds X, but X is from an older term: the leader must not commit it.
+    assert s1.raft.commit < x
+    assert all(c.members[i].raft.commit < x for i in (1, 2, 3))
+    # (d) 1 crashes again; 5 (last term t2 > t1) can win and overwrite X everywhere: safe only
+    # because X was never committed. The invariant checks run through all of it.
+    s1.crash()
+    c.drop_filter = None
+    c.members[5].restart()
+    c.partition([2, 3, 4, 5], [1])
+    _campaign_until_leader(c, 5)
+    c.stabilize()
+    s5 = c.members[5]
+    for i in (2, 3, 4, 5):
+        assert c.members[i].raft.log.entry(x)[1] != t1
+    assert s5.raft.commit >= x
+
+
+def test_figure8_old_entry_commits_with_a_current_term_entry() -> None:
+    c, x, t1 = _figure8_setup()
+    s1 = c.members[1]
+    # (e) once an entry of the leader's own term reaches a majority, X commits with it.
+    c.drop_filter = None
+    c.run(5)  # heartbeats make 1 resend what the filter held back
+    assert s1.raft.commit > x
+    assert s1.raft.log.entry(s1.raft.commit)[1] == s1.raft.term
+    assert c.committed[x][0] == t1
+    # And no later leader can lose it: 5 cannot win any more (its log is behind).
+    s1.crash()
+    c.members[5].restart()
+    c.partition([2, 3, 4, 5], [1])
+    c.members[5].raft.campaign()
+    c.members[5].pump()
+    c.stabilize()
+    assert c.members[5].raft.role != "leader"
+
+
+# ------------------------------------------------------------------ PreVote / CheckQuorum
+def test_prevote_partitioned_member_rejoins_without_disrupting(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fastraft.raft")
+    c = Cluster(3, seed=2, election_tick=10)
+    lead = c.elect(1)
+    term = lead.raft.term
+    c.isolate(3)
+    c.run(100)  # several election timeouts: 3 keeps trying pre-votes that cannot succeed
+    assert c.members[3].raft.term == term  # PreVote: its term did not grow
+    assert c.members[3].raft.role == "pre-candidate"
+    c.heal()
+    c.run(30)
+    assert lead.raft.role == "leader" and lead.raft.term == term
+    assert all(m.raft.leader == 1 and m.raft.term == term for m in c.members.values())
+    text = caplog.text
+    assert "3 became pre-candidate at term %d" % term in text
+    assert "3 received MsgPreVoteResp from 3" in text
+    assert "1 became leader at term %d" % term in text
+
+
+def test_log_lines_use_hex_ids(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fastraft.raft")
+    c = Cluster(3, seed=3, ids=[0xab, 0xcd, 0xef])
+    c.elect(0xab)
+    c.isolate(0xcd)
+    c.run(60)
+    text = caplog.text
+    assert "ab became leader at term 1" in text
+    assert "cd became pre-candidate at term 1" in text
+    assert "received MsgPreVoteResp" in text
+    # The isolated member forgets its leader once its election timeout passes.
+    assert "cd lost leader ab at term 1" in text
+
+
+def test_checkquorum_isolated_leader_steps_down_within_an_election_timeout(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="fastraft.raft")
+    et = 10
+    c = Cluster(3, seed=4, election_tick=et)
+    lead = c.elect(1)
+    c.run(3)
+    c.isolate(1)
+    # The quorum check runs once per election timeout, and acks from before the cut still count
+    # for the window they arrived in: so within two timeouts of the cut, and within one timeout
+    # of the first check that saw no acks.
+    steps = c.run_until(lambda: lead.raft.role != "leader", 3 * et, "old leader steps down")
+    assert steps <= 2 * et
+    assert "stepped down to follower since quorum is not active" in caplog.text
+    assert "1 lost leader 1" in caplog.text
+
+
+def test_checkquorum_fresh_leader_without_acks_steps_down_after_one_timeout() -> None:
+    et = 10
+    c = Cluster(3, seed=4, election_tick=et)
+    lead = c.elect(1)
+    lead.raft.tick()  # start a fresh window... then cut it off at once
+    c.isolate(1)
+    steps = c.run_until(lambda: lead.raft.role != "leader", 3 * et, "old leader steps down")
+    assert steps <= 2 * et
+    # The majority side elects a new leader and keeps committing.
+    c.run_until(lambda: any(m.raft.role == "leader" for m in (c.members[2], c.members[3])),
+                6 * et, "new leader on the majority side")
+    new = c.leader()
+    assert new is not None and new.id != 1
+    idx = c.propose(new, b"k", b"after")
+    c.run_until(lambda: new.raft.commit >= idx, 50, "commit on the majority side")
+
+
+# ------------------------------------------------------------------ snapshots
+def test_snapshot_catch_up_of_a_follower_behind_the_compaction_point() -> None:
+    c = Cluster(3, seed=5, compact_every=5)
+    lead = c.elect(1)
+    c.members[3].crash()
+    for i in range(30):
+        c.propose(lead, b"k%d" % (i % 3), b"v%d" % i)
+        c.stabilize()
+    assert lead.raft.first_index > c.members[3].durable.offset + len(c.members[3].durable.entries)
+    c.members[3].restart()
+    c.run_until(lambda: c.members[3].sm.index >= lead.sm.index, 100, "follower caught up")
+    assert any(ev[1] == "snapshot-restored" and ev[2] == 3 for ev in c.events)
+    assert c.members[3].sm.kv == lead.sm.kv
+    assert c.members[3].durable.snapshot is not None
+    # And it keeps up normally afterwards.
+    idx = c.propose(lead, b"k0", b"later")
+    c.run_until(lambda: c.members[3].sm.index >= idx, 50, "replicated after the snapshot")
+    assert c.members[3].sm.kv[b"k0"] == b"later"
+
+
+# ------------------------------------------------------------------ membership
+def _commit_everywhere(c: Cluster, idx: int, ids: list[int], steps: int = 100) -> None:
+    c.run_until(lambda: all(c.members[i].sm.index >= idx for i in ids), steps,
+                f"index {idx} applied on {ids}")
+
+
+def test_add_voter_remove_voter_then_failure_stays_safe_and_live() -> None:
+    c = Cluster(3, seed=6)
+    lead = c.elect(1)
+    c.add_member(4)
+    idx = lead.raft.propose_conf_change(CC_ADD_VOTER, 4)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3, 4])
+    assert all(c.members[i].raft.voters == (1, 2, 3, 4) for i in (1, 2, 3, 4))
+    c.voters = (1, 2, 3, 4)
+    idx = lead.raft.propose_conf_change(CC_REMOVE, 2)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 3, 4])
+    assert lead.raft.voters == (1, 3, 4)
+    c.voters = (1, 3, 4)
+    c.members[2].crash()  # removed: it must not matter any more
+    # Now the leader fails: 3 and 4 are a majority of {1, 3, 4}.
+    lead.crash()
+    c.run_until(lambda: c.leader() is not None and c.leader().id in (3, 4), 100,
+                "new leader among 3 and 4")
+    new = c.leader()
+    assert new is not None
+    idx = c.propose(new, b"k", b"after-failure")
+    _commit_everywhere(c, idx, [3, 4])
+    assert c.members[3].sm.kv[b"k"] == c.members[4].sm.kv[b"k"] == b"after-failure"
+
+
+def test_one_conf_change_at_a_time() -> None:
+    from fastraft.errors import ConfChangeInProgressError
+    c = Cluster(3, seed=9)
+    lead = c.elect(1)
+    lead.raft.propose_conf_change(CC_ADD_LEARNER, 4)
+    with pytest.raises(ConfChangeInProgressError):
+        lead.raft.propose_conf_change(CC_ADD_LEARNER, 5)
+
+
+def test_add_learner_then_promote() -> None:
+    c = Cluster(3, seed=7)
+    lead = c.elect(1)
+    c.add_member(4)
+    idx = lead.raft.propose_conf_change(CC_ADD_LEARNER, 4)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3, 4])
+    assert lead.raft.learners == (4,) and lead.raft.voters == (1, 2, 3)
+    # A learner replicates but does not vote and never campaigns.
+    for i in range(5):
+        c.propose(lead, b"k", b"v%d" % i)
+    c.stabilize()
+    assert c.members[4].sm.kv[b"k"] == b"v4"
+    c.members[4].raft.campaign()
+    assert c.members[4].raft.role == "follower"
+    idx = lead.raft.propose_conf_change(CC_PROMOTE, 4)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3, 4])
+    assert lead.raft.voters == (1, 2, 3, 4) and lead.raft.learners == ()
+    c.voters = (1, 2, 3, 4)
+    # As a voter it now counts: with 2 and 3 down, 1 and 4 are not a majority of four...
+    c.members[2].crash()
+    c.members[3].crash()
+    idx = c.propose(lead, b"k", b"needs-three")
+    c.run(20)
+    assert lead.raft.commit < idx
+    # ... and with 3 back, {1, 3, 4} commits it.
+    c.members[3].restart()
+    _commit_everywhere(c, idx, [1, 3, 4], steps=100)
+
+
+# ------------------------------------------------------------------ leadership transfer
+def test_leadership_transfer() -> None:
+    c = Cluster(3, seed=10)
+    lead = c.elect(1)
+    for i in range(3):
+        c.propose(lead, b"k", b"v%d" % i)
+    c.stabilize()
+    term = lead.raft.term
+    lead.raft.transfer_leader(2)
+    # Proposals during the transfer are dropped (the client retries at the new leader).
+    with pytest.raises(ProposalDroppedError):
+        lead.raft.propose(b"dropped")
+    lead.pump()
+    c.stabilize()
+    assert any(ev[1] == "deliver" and ev[2].type == TIMEOUT_NOW for ev in c.events)
+    new = c.members[2]
+    assert new.raft.role == "leader" and new.raft.term == term + 1
+    assert lead.raft.role == "follower" and lead.raft.leader == 2
+    idx = c.propose(new, b"k", b"after")
+    _commit_everywhere(c, idx, [1, 2, 3])
+
+
+def test_transfer_to_a_lagging_follower_waits_for_it_to_catch_up() -> None:
+    c = Cluster(3, seed=11)
+    lead = c.elect(1)
+    c.isolate(3)
+    for i in range(5):
+        c.propose(lead, b"k", b"v%d" % i)
+    c.stabilize()
+    lead.raft.transfer_leader(3)
+    lead.pump()
+    c.stabilize()
+    assert lead.raft.role == "leader"  # 3 cannot be told to campaign while it lags
+    c.heal()
+    c.run_until(lambda: c.members[3].raft.role == "leader", 30, "transfer completes")
+    assert c.members[3].sm.index >= 6
+
+
+# ------------------------------------------------------------------ reads
+def test_read_index_on_a_healthy_leader_returns_the_commit_index() -> None:
+    c = Cluster(3, seed=12)
+    lead = c.elect(1)
+    for i in range(4):
+        c.propose(lead, b"k", b"v%d" % i)
+    c.stabilize()
+    ctx = c.read(lead, b"k")
+    c.stabilize()
+    (rs,) = _ok_reads(c, 1, ctx)
+    assert rs.index == lead.raft.commit
+    assert c.read_ops[ctx][1].value == b"v3"
+
+
+def test_follower_read_index_is_forwarded_and_answered() -> None:
+    c = Cluster(3, seed=13)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v")
+    c.stabilize()
+    ctx = c.read(c.members[2], b"k")
+    c.stabilize()
+    assert any(ev[1] == "deliver" and ev[2].type == READ_INDEX and ev[2].frm == 2
+               for ev in c.events)
+    (rs,) = _ok_reads(c, 2, ctx)
+    assert rs.index == lead.raft.commit
+    assert c.read_ops[ctx][1].value == b"v"
+
+
+def test_stale_leader_never_confirms_a_read() -> None:
+    c = Cluster(3, seed=14, election_tick=10)
+    old = c.elect(1)
+    c.propose(old, b"k", b"old")
+    c.stabilize()
+    c.partition([1], [2, 3])
+    ctx = c.read(old, b"k")
+    # The majority elects a new leader and writes; the old one must never confirm the read.
+    c.run_until(lambda: any(c.members[i].raft.role == "leader" for i in (2, 3)), 80,
+                "new leader")
+    new = c.leader()
+    assert new is not None and new.id != 1
+    c.propose(new, b"k", b"new")
+    c.run(40)
+    assert _ok_reads(c, 1, ctx) == []
+    # It was refused (CheckQuorum deposed the old leader), so the client fails it at once.
+    assert any(rs.ctx == ctx and not rs.ok for rs in old.read_states)
+
+
+def test_stale_leader_without_checkquorum_never_confirms_a_read() -> None:
+    c = Cluster(3, seed=15, check_quorum=False, pre_vote=False)
+    old = c.elect(1)
+    c.stabilize()
+    c.partition([1], [2, 3])
+    ctx = c.read(old, b"k")
+    c.elect(2)
+    c.run(60)
+    assert old.raft.role == "leader"  # without CheckQuorum it does not know it was deposed
+    assert _ok_reads(c, 1, ctx) == []
+
+
+def test_lease_read_only_while_the_lease_holds() -> None:
+    et = 10
+    c = Cluster(3, seed=16, lease_read=True, election_tick=et)
+    lead = c.elect(1)
+    c.run(3)
+    assert lead.raft.lease_valid
+    # Within the lease the read is answered at once, with no heartbeat round.
+    ctx = b"lease-1"
+    lead.raft.read_index(ctx)
+    rd_reads = []
+    if lead.pending is None and lead.raft.has_ready():
+        rd = lead.raft.ready()
+        rd_reads = list(rd.read_states)
+        lead.pending = rd
+        lead.persist_left = 0
+        lead.pump()
+    assert [rs.ctx for rs in rd_reads if rs.ok] == [ctx]
+    # Cut off: the lease runs out before anyone else can be elected.
+    c.isolate(1)
+    expired_at = c.run_until(lambda: not lead.raft.lease_valid, et, "lease expires")
+    assert expired_at <= et - LEASE_MARGIN_TICKS
+    c.run_until(lambda: any(c.members[i].raft.role == "leader" for i in (2, 3)), 8 * et,
+                "new leader")
+    assert not lead.raft.lease_valid
+    # A read now falls back to ReadIndex and is never confirmed.
+    ctx2 = c.read(lead, b"k")
+    c.run(5)
+    assert _ok_reads(c, 1, ctx2) == []
+
+
+def test_sim_stabilize_is_bounded() -> None:
+    c = Cluster(3, seed=17)
+    c.elect(1)
+    # A message storm that never settles (a member bouncing heartbeats to itself) must end in a
+    # clear error, not hang.
+    c.members[2].raft.step = lambda m: c.send(c.members[2], Message(  # type: ignore[method-assign]
+        MsgType.MsgHeartbeatResp.value, 1, 2, m.term))
+    c.send(c.members[1], Message(MsgType.MsgHeartbeat.value, 2, 1, c.members[1].raft.term))
+    c.drop_filter = None
+    c.members[1].raft.step = lambda m: c.send(c.members[1], Message(  # type: ignore[method-assign]
+        MsgType.MsgHeartbeat.value, 2, 1, m.term))
+    with pytest.raises(SimError):
+        c.stabilize(max_steps=20)
