@@ -263,6 +263,7 @@ class Raft:
         self._heartbeat_elapsed = 0
         self._ticks = 0
         self._ack_tick: dict[int, int] = {}
+        self._leader_since = 0
         self._snap_sent_tick: dict[int, int] = {}
         self._randomized_timeout = config.election_tick
         self.lead_transferee = 0
@@ -310,10 +311,16 @@ class Raft:
         assumption."""
         if self.role != LEADER or not self.cfg.check_quorum or not self._committed_in_term():
             return False
-        acks = sorted((self._ticks if v == self.id else self._ack_tick.get(v, -(1 << 62))
+        # A voter that has not answered this leader yet does not count towards a lease.
+        return (self._quorum_ack_age(-(1 << 62))
+                < self.cfg.election_tick - LEASE_MARGIN_TICKS)
+
+    def _quorum_ack_age(self, unanswered: int) -> int:
+        """Ticks since a majority of voters (this leader included) last acknowledged it; a voter
+        that has not answered this leader counts as having answered at tick ``unanswered``."""
+        acks = sorted((self._ticks if v == self.id else self._ack_tick.get(v, unanswered)
                        for v in self.tracker.voters), reverse=True)
-        quorum_tick = acks[self.tracker.quorum() - 1]
-        return self._ticks - quorum_tick < self.cfg.election_tick - LEASE_MARGIN_TICKS
+        return self._ticks - acks[self.tracker.quorum() - 1]
 
     def status(self) -> dict[str, Any]:
         st: dict[str, Any] = {
@@ -344,14 +351,18 @@ class Raft:
     def _tick_leader(self) -> None:
         self._heartbeat_elapsed += 1
         self._election_elapsed += 1
+        # CheckQuorum, every tick: a leader that has not heard from a majority for a whole election
+        # timeout steps down (so within one timeout of the cut, not up to two as with a check
+        # once per timeout window).
+        # Voters that have not answered yet count from the moment this leader took office.
+        if (self.cfg.check_quorum
+                and self._quorum_ack_age(self._leader_since) >= self.cfg.election_tick):
+            logger.warning("%x stepped down to follower since quorum is not active", self.id)
+            self._become_follower(self.term, 0)
+            return
         if self._election_elapsed >= self.cfg.election_tick:
             self._election_elapsed = 0
             if self.cfg.check_quorum:
-                if not self.tracker.quorum_active(self.id):
-                    logger.warning("%x stepped down to follower since quorum is not active",
-                                   self.id)
-                    self._become_follower(self.term, 0)
-                    return
                 self.tracker.reset_recent_active(self.id)
             if self.lead_transferee:
                 logger.info("%x aborted leadership transfer to %x: it did not complete within an "
@@ -759,6 +770,7 @@ class Raft:
         self._reset(self.term)
         self.role = LEADER
         self._set_leader(self.id)
+        self._leader_since = self._ticks
         me = self.tracker.progress.get(self.id)
         if me is not None:
             me.become_replicate()

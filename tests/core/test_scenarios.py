@@ -172,11 +172,10 @@ def test_checkquorum_isolated_leader_steps_down_within_an_election_timeout(
     lead = c.elect(1)
     c.run(3)
     c.isolate(1)
-    # The quorum check runs once per election timeout, and acks from before the cut still count
-    # for the window they arrived in: so within two timeouts of the cut, and within one timeout
-    # of the first check that saw no acks.
+    # The last acks arrived at most a tick or two before the cut; one election timeout after them
+    # the leader steps down.
     steps = c.run_until(lambda: lead.raft.role != "leader", 3 * et, "old leader steps down")
-    assert steps <= 2 * et
+    assert et - 2 <= steps <= et
     assert "stepped down to follower since quorum is not active" in caplog.text
     assert "1 lost leader 1" in caplog.text
 
@@ -185,10 +184,10 @@ def test_checkquorum_fresh_leader_without_acks_steps_down_after_one_timeout() ->
     et = 10
     c = Cluster(3, seed=4, election_tick=et)
     lead = c.elect(1)
-    lead.raft.tick()  # start a fresh window... then cut it off at once
+    lead.raft.tick()
     c.isolate(1)
     steps = c.run_until(lambda: lead.raft.role != "leader", 3 * et, "old leader steps down")
-    assert steps <= 2 * et
+    assert steps <= et
     # The majority side elects a new leader and keeps committing.
     c.run_until(lambda: any(m.raft.role == "leader" for m in (c.members[2], c.members[3])),
                 6 * et, "new leader on the majority side")
