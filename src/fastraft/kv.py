@@ -40,7 +40,7 @@ non-zero lease is refused with BadRequestError rather than silently ignored).
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -594,8 +594,12 @@ class KV:
         SST files of that moment, so the host drops it when it takes the next one."""
         return self._cf.iter()
 
-    def snapshot_data(self, view: Any = None) -> bytes:
-        """A consistent copy of the whole state, or of ``view`` (from ``snapshot_view()``)."""
+    def snapshot_data(self, view: Any = None,
+                      cancelled: Callable[[], bool] | None = None) -> bytes:
+        """A consistent copy of the whole state, or of ``view`` (from ``snapshot_view()``).
+
+        ``cancelled`` is polled every 4096 keys (a host stopping while a worker thread
+        serializes a big store); when it returns True this raises InterruptedError."""
         body = bytearray()
         n = 0
         it = self._cf.iter() if view is None else view
@@ -604,6 +608,8 @@ class KV:
             body += _pack(it.key())
             body += _pack(it.value())
             n += 1
+            if cancelled is not None and not n & 4095 and cancelled():
+                raise InterruptedError("snapshot serialization cancelled")
             it.next()
         del it
         return _pack(_SNAP_MAGIC) + _pack(_SNAP_VERSION) + _pack(n) + bytes(body)

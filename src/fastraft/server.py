@@ -108,6 +108,10 @@ class ClientConnection(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def flush(self) -> None:
+        """Write the queued replies now (the handler batches them itself, e.g. after apply)."""
+        self._flush()
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if not self._out or self.transport is None:
