@@ -1,4 +1,4 @@
-"""A closed-loop etcd v3 load driver: grpc.aio with etcd's own KV protobufs.
+"""A closed- or open-loop etcd v3 load driver: grpc.aio with etcd's own KV protobufs.
 
 Which client, exactly: the Python ``etcd3`` package (0.12) installs here but its generated
 ``*_pb2.py`` modules predate protobuf 4 and import only under the slow pure-Python protobuf
@@ -10,7 +10,8 @@ imported), registers them in a fresh descriptor pool of the fast (upb) protobuf 
 flight. ``--noop-server`` serves the same two methods doing nothing: driving that measures the
 driver's own ceiling.
 
-Output: one JSON line on stdout, the same fields as ``fastraft.loadgen`` results.
+Output: one JSON line on stdout, the same fields as ``fastraft.loadgen`` results (with the
+HdrHistogram encoded, so that the results of several driver processes can be merged exactly).
 """
 
 from __future__ import annotations
@@ -102,8 +103,37 @@ async def find_leader(endpoints: list[str], timeout: float = 15.0) -> str:
     raise RuntimeError(f"no etcd leader among {endpoints}")
 
 
-async def drive(endpoint: str, spec: Spec, channels: int) -> dict[str, Any]:
-    """Closed loop: spec.clients coroutines over `channels` HTTP/2 connections."""
+async def preload(endpoint: str, spec: Spec, window: int = 256) -> None:
+    """Put every key once (at most `window` in flight) so that reads find values, as
+    ``fastraft.loadgen`` does before a read workload."""
+    import grpc
+
+    m = load_messages()
+    keys = KeyChooser(spec, random.Random(spec.seed))
+    value = random.Random(spec.seed).randbytes(spec.value_size)
+    sem = asyncio.Semaphore(window)
+    async with grpc.aio.insecure_channel(endpoint) as ch:
+        put, _, _ = _methods(ch, m)
+
+        async def one(i: int) -> None:
+            async with sem:
+                await put(m["PutRequest"](key=keys.key(i), value=value), timeout=spec.timeout)
+
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(spec.keys))),
+                               timeout=max(30.0, spec.keys / 500))
+
+
+async def drive(endpoint: str, spec: Spec, channels: int, start_ns: int = 0) -> dict[str, Any]:
+    """Closed loop (spec.rate == 0): spec.clients coroutines, each one request at a time.
+
+    Open loop (spec.rate > 0): request i is due at start + i/rate; spec.clients coroutines take
+    the next due request in turn, so at most spec.clients are in flight. Latency is measured from
+    the *intended* time, so a request that waited for a free coroutine is charged for the wait
+    (no coordinated omission; the same rule as ``fastraft.loadgen``).
+
+    `start_ns` (CLOCK_MONOTONIC, system-wide on Linux) lets several driver processes share one
+    window; 0 = start now.
+    """
     import grpc
 
     m = load_messages()
@@ -113,37 +143,59 @@ async def drive(endpoint: str, spec: Spec, channels: int) -> dict[str, Any]:
     serializable = spec.consistency == "serializable"
     chans = [grpc.aio.insecure_channel(endpoint, options=[("grpc.use_local_subchannel_pool", 1)])
              for _ in range(channels)]
+    for c in chans:  # connect before the clock starts, so the first requests do not pay for it
+        await asyncio.wait_for(c.channel_ready(), timeout=10.0)
     hist = new_histogram()
     errors: dict[str, int] = {}
-    t0 = time.monotonic_ns()
+    now0 = time.monotonic_ns()
+    t0 = start_ns if start_ns > now0 else now0
+    if t0 > now0:
+        await asyncio.sleep((t0 - now0) / 1e9)
     measure_start = t0 + int(spec.warmup * 1e9)
     end = measure_start + int(spec.duration * 1e9)
     ops = 0
     last = 0
     read_frac = spec.read_fraction
+    open_loop = spec.rate > 0
+    interval = 1e9 / spec.rate if open_loop else 0.0
+    seq = 0  # open loop: the next request's number (coroutines share it; one event loop)
+
+    async def one(put: Any, rg: Any, start: int) -> None:
+        nonlocal ops, last
+        key = keys.key(keys.next_index())
+        try:
+            if read_frac and rng.random() < read_frac:
+                await rg(m["RangeRequest"](key=key, serializable=serializable),
+                         timeout=spec.timeout)
+            else:
+                await put(m["PutRequest"](key=key, value=value), timeout=spec.timeout)
+        except grpc.aio.AioRpcError as e:
+            errors[e.code().name] = errors.get(e.code().name, 0) + 1
+            return
+        now = time.monotonic_ns()
+        if start >= measure_start:
+            hist.record_value(min(max((now - start) // 1000, HIST_MIN_US), HIST_MAX_US))
+            ops += 1
+            last = now
 
     async def client(i: int) -> None:
-        nonlocal ops, last
+        nonlocal seq
         put, rg, _ = _methods(chans[i % channels], m)
         while True:
-            start = time.monotonic_ns()
-            if start >= end:
-                return
-            key = keys.key(keys.next_index())
-            try:
-                if rng.random() < read_frac:
-                    await rg(m["RangeRequest"](key=key, serializable=serializable),
-                             timeout=spec.timeout)
-                else:
-                    await put(m["PutRequest"](key=key, value=value), timeout=spec.timeout)
-            except grpc.aio.AioRpcError as e:
-                errors[e.code().name] = errors.get(e.code().name, 0) + 1
-                continue
-            now = time.monotonic_ns()
-            if start >= measure_start:
-                hist.record_value(min(max((now - start) // 1000, HIST_MIN_US), HIST_MAX_US))
-                ops += 1
-                last = now
+            if open_loop:
+                due = t0 + int(seq * interval)
+                seq += 1
+                if due >= end:
+                    return
+                wait = due - time.monotonic_ns()
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+                start = due
+            else:
+                start = time.monotonic_ns()
+                if start >= end:
+                    return
+            await one(put, rg, start)
 
     try:
         await asyncio.gather(*(client(i) for i in range(spec.clients)))
@@ -151,9 +203,12 @@ async def drive(endpoint: str, spec: Spec, channels: int) -> dict[str, Any]:
         for c in chans:
             await c.close()
     window = (last - measure_start) / 1e9 if last > measure_start else 0.0
-    return {"target": endpoint, "ops": ops, "errors": errors, "duration_s": round(window, 6),
+    return {"target": endpoint, "mode": "open" if open_loop else "closed",
+            "offered_rate": spec.rate if open_loop else None, "ops": ops, "errors": errors,
+            "duration_s": round(window, 6),
             "throughput": round(ops / window, 2) if window else 0.0,
-            "latency_ms": latency_summary(hist), "histogram": hist.encode().decode() if ops else ""}
+            "latency_ms": latency_summary(hist),
+            "histogram": hist.encode().decode() if ops else ""}
 
 
 async def noop_server() -> None:
@@ -210,6 +265,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--value-size", type=int, default=256)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="open loop: requests/s (0 = closed loop); --clients caps the in-flight")
+    ap.add_argument("--preload", choices=["auto", "yes", "no"], default="auto",
+                    help="put every key once first (auto: when the workload reads)")
+    ap.add_argument("--start-at", type=int, default=0,
+                    help="time.monotonic_ns() to start at (aligns several driver processes)")
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--noop-server", action="store_true")
     a = ap.parse_args(argv)
     if a.noop_server:
@@ -217,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     spec = Spec(endpoints=a.endpoints.split(","), workload=a.workload, consistency=a.consistency,
                 clients=a.clients, conns=a.channels, keys=a.keys, value_size=a.value_size,
-                warmup=a.warmup, duration=a.duration)
+                warmup=a.warmup, duration=a.duration, rate=a.rate, seed=a.seed)
     try:
         spec.check()
     except ValueError as e:
@@ -225,9 +287,12 @@ def main(argv: list[str] | None = None) -> None:
 
     async def body() -> dict[str, Any]:
         leader = await find_leader(spec.endpoints)
-        return await drive(leader, spec, a.channels)
+        if a.preload == "yes" or (a.preload == "auto" and spec.read_fraction > 0):
+            await preload(leader, spec)
+        return await drive(leader, spec, a.channels, a.start_at)
 
     res = asyncio.run(body())
+    res["client_cpu_s"] = round(time.process_time(), 3)
     res["client"] = "grpc.aio + etcd rpc.proto descriptors (fast protobuf runtime)"
     json.dump(res, sys.stdout)
     sys.stdout.write("\n")
