@@ -62,6 +62,8 @@ sys.path.insert(0, HERE)  # bench/ is not a package: its sibling module probes.p
 
 import probes  # noqa: E402
 
+from fastraft.localcluster import free_ports  # noqa: E402
+
 SCENARIOS = ("put-sat", "put-half", "get-lin", "get-ser", "put-1")
 SYSTEMS = ("fastraft", "etcd", "pysyncobj")
 
@@ -75,20 +77,6 @@ class Point:
     consistency: str       # linearizable | serializable
     clients: int           # closed loop: in flight; open loop: the in-flight cap
     rate: float = 0.0      # > 0: open loop, requests/s in total
-
-
-def free_ports(n: int) -> list[int]:
-    import socket
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def stop_pids(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:

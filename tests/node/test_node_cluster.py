@@ -9,16 +9,8 @@ import sys
 import time
 
 from fastraft import Client
-from fastraft.localcluster import LocalCluster, request
-
-
-def _wait(cond, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from fastraft.localcluster import request
+from polling import wait_for  # tests/ is on pytest's pythonpath
 
 
 def test_full_cluster_restart_keeps_all_data(make_cluster) -> None:
@@ -42,7 +34,7 @@ def test_full_cluster_restart_keeps_all_data(make_cluster) -> None:
         assert c.put(b"after", b"x").header.revision == rev + 1
     # Every member has it, read locally (serializable) on each.
     for m in lc.members:
-        _wait(lambda: (lambda r: r[0] is None and r[1]["count"] == 1)(
+        wait_for(lambda: (lambda r: r[0] is None and r[1]["count"] == 1)(
             request(m.endpoint, "range", {"key": b"after", "serializable": True})),
             10, f"{m.name} to apply the write")
 
@@ -56,13 +48,13 @@ def test_follower_down_during_compaction_catches_up_by_snapshot(make_cluster) ->
         for i in range(150):
             c.put(b"s%03d" % i, b"v%d" % i)
     lead = lc.member(leader)
-    _wait(lambda: "compacted the log" in lead.log_text(), 10, "the leader to compact its log")
+    wait_for(lambda: "compacted the log" in lead.log_text(), 10, "the leader to compact its log")
     lc.start(lagger)
     lc.wait_ready(lagger)
     lst = lc.status(leader)
     assert lst is not None
-    _wait(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
-          >= lst["raft_applied_index"], 15, f"{lagger} to catch up")
+    wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
+             >= lst["raft_applied_index"], 15, f"{lagger} to catch up")
     assert "restored state from snapshot" in lc.member(lagger).log_text()
     err, res = request(lc.member(lagger).endpoint, "range",
                        {"key": b"s", "range_end": b"t", "serializable": True})
@@ -72,9 +64,9 @@ def test_follower_down_during_compaction_catches_up_by_snapshot(make_cluster) ->
     # And it keeps replicating normally after the snapshot.
     with Client(lc.endpoints) as c:
         c.put(b"post-snap", b"1")
-    _wait(lambda: request(lc.member(lagger).endpoint, "range",
-                          {"key": b"post-snap", "serializable": True})[1].get("count") == 1,
-          10, f"{lagger} to apply a write after the snapshot")
+    wait_for(lambda: request(lc.member(lagger).endpoint, "range",
+                             {"key": b"post-snap", "serializable": True})[1].get("count") == 1,
+             10, f"{lagger} to apply a write after the snapshot")
 
 
 def test_sigterm_of_the_leader_hands_over_leadership_and_exits_promptly(make_cluster) -> None:
@@ -153,7 +145,7 @@ def test_without_a_majority_requests_fail_fast_and_clearly(make_cluster) -> None
             lc.kill(m.name)
     ep = lc.member(leader).endpoint
     # CheckQuorum: the lone leader steps down within about one election timeout.
-    _wait(lambda: (lc.status(leader) or {}).get("leader") == 0, 5, "the leader to step down")
+    wait_for(lambda: (lc.status(leader) or {}).get("leader") == 0, 5, "the leader to step down")
     st = lc.status(leader)
     assert st is not None and st["errors"] == ["no leader"]
     for op, args in (("range", {"key": b"k"}), ("put", {"key": b"k", "value": b"w"})):

@@ -8,21 +8,11 @@ re-taken at start-up). Real processes, killed and stopped by PID.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 from fastraft import Client
 from fastraft.errors import FastraftError
 from fastraft.localcluster import LocalCluster, request
-
-
-def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from polling import wait_for  # tests/ is on pytest's pythonpath
 
 
 def _write(lc: LocalCluster, first: int, count: int, acked: list[int],
@@ -57,7 +47,7 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     t = threading.Thread(target=_write, args=(lc, 0, 100_000, acked, stop), daemon=True)
     t.start()
     try:
-        _wait(lambda: len(acked) >= 300, 20, "300 acknowledged writes")
+        wait_for(lambda: len(acked) >= 300, 20, "300 acknowledged writes")
         # Crash mid-stream, with snapshots (metadata only, not synced by themselves) behind.
         for n in names:
             lc.kill(n)
@@ -81,8 +71,8 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     _write(lc, 300_000, 20, acked)
     lst = lc.status(leader)
     assert lst is not None
-    _wait(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
-          >= lst["raft_applied_index"], 20, f"{lagger} to catch up")
+    wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
+             >= lst["raft_applied_index"], 20, f"{lagger} to catch up")
     assert "restored state from snapshot" in lc.member(lagger).log_text()
     # Built in the leader's worker thread from its view, not read from a file or on the loop.
     assert "serializing snapshot" in lc.member(leader).log_text()
