@@ -9,6 +9,7 @@ library client retries and redirects; here the caller wants to see each member's
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,18 +23,40 @@ from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
 __all__ = ["LocalCluster", "MemberProc", "request", "free_ports"]
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (bound then released: a small race remains)."""
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1, chosen below the kernel's ephemeral range.
+
+    Ports from the ephemeral range (what binding port 0 gives) can be taken as the source port of
+    any outgoing connection between our check and the member's bind; ports below it are only
+    ever taken by an explicit bind. Each is checked bindable, then released: a race remains only
+    with another process picking listening ports the same way.
+    """
+    lo, _ = _ephemeral_range()
+    low_end = 10000 if lo > 12000 else 1024
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(200 * max(1, n)):  # bounded: almost every port down there is free
+        if len(ports) == n:
+            return ports
+        port = rng.randrange(low_end, lo)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    raise RuntimeError(f"could not find {n} free ports in {low_end}-{lo - 1} on 127.0.0.1")
 
 
 def request(endpoint: str, op: str, args: dict[str, Any] | None = None, *,
