@@ -19,6 +19,9 @@ from fastraft.client import (
     Op,
     PutResult,
     TxnResult,
+    Watch,
+    AsyncWatch,
+    WatchEvent,
 )
 from fastraft.errors import (
     BadRequestError,
@@ -36,6 +39,9 @@ from fastraft.errors import (
     UnavailableError,
     UnknownOperationError,
     ValueTooLargeError,
+    WatchCanceledError,
+    WatchError,
+    WatchLostError,
 )
 
 __all__ = [
@@ -51,6 +57,9 @@ __all__ = [
     "Op",
     "PutResult",
     "TxnResult",
+    "Watch",
+    "AsyncWatch",
+    "WatchEvent",
     "BadRequestError",
     "CompactedError",
     "DataDirError",
@@ -66,4 +75,7 @@ __all__ = [
     "UnavailableError",
     "UnknownOperationError",
     "ValueTooLargeError",
+    "WatchCanceledError",
+    "WatchError",
+    "WatchLostError",
 ]

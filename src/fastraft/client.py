@@ -13,6 +13,10 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
   the client raises :class:`fastraft.TimeoutError`: the write may or may not have been applied,
   and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
 * Server errors become the matching exception of :mod:`fastraft.errors`.
+* **Watch** (``Client.watch`` / ``AsyncClient.watch``) runs on a connection of its own, against
+  the first endpoint that answers (any member serves it from its applied state) and is never
+  moved: when that member goes away, iterating raises :class:`WatchLostError`; watch again from
+  its ``resume_revision`` (the last seen event's revision + 1) to continue without gaps.
 
 Keys and values may be ``str`` (encoded as UTF-8) or ``bytes``; results always hold ``bytes``.
 """
@@ -30,10 +34,13 @@ from typing import Any, Literal
 
 from fastraft.errors import (
     BadRequestError,
+    CompactedError,
     FastraftError,
     NoLeaderError,
     TimeoutError,
     UnavailableError,
+    WatchCanceledError,
+    WatchLostError,
     error_from_code,
 )
 from fastraft.wire import (
@@ -59,6 +66,9 @@ __all__ = [
     "Op",
     "parse_endpoint",
     "prefix_range_end",
+    "Watch",
+    "AsyncWatch",
+    "WatchEvent",
 ]
 
 DEFAULT_TIMEOUT = 5.0
@@ -493,6 +503,17 @@ class _SyncConn:
             pass
 
 
+def _endpoints(endpoints: list[str] | str, timeout: float) -> list[Endpoint]:
+    """A client's endpoints, checked (``"h:p,h:p"`` or a list), after checking its timeout."""
+    if timeout <= 0:
+        raise ValueError("timeout must be positive")
+    eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    parsed = [parse_endpoint(e) for e in eps if e.strip()]
+    if not parsed:
+        raise ValueError("at least one endpoint is required")
+    return parsed
+
+
 class Client:
     """Blocking client: one plain socket per endpoint, one request at a time (thread-safe).
 
@@ -502,12 +523,7 @@ class Client:
 
     def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
-        eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-        self.endpoints: list[Endpoint] = [parse_endpoint(e) for e in eps if e.strip()]
-        if not self.endpoints:
-            raise ValueError("at least one endpoint is required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout)
         self.timeout = timeout
         self._conns: dict[Endpoint, _SyncConn] = {}
         self._leader: Endpoint | None = None
@@ -638,6 +654,18 @@ class Client:
         ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
         return self._call("health", {}, write=False, endpoint=ep)
 
+    def watch(self, key: str | bytes, range_end: str | bytes | None = None, *,
+              prefix: bool = False, start_revision: int = 0, prev_kv: bool = False,
+              timeout: float | None = None) -> Watch:
+        """Watch a key, a range ``[key, range_end)`` or a prefix; see :class:`Watch`.
+
+        ``start_revision`` 0 = changes after now; an older revision replays history first, then
+        continues live without a gap. Served by the first endpoint that answers (any member,
+        from its applied state), on a connection of its own so this client stays usable.
+        ``timeout`` bounds creating the watch (default: the client's), not the iteration."""
+        args = _watch_args(key, range_end, prefix, start_revision, prev_kv)
+        return Watch(self.endpoints, args, self.timeout if timeout is None else timeout)
+
     def close(self) -> None:
         with self._lock:
             for ep in list(self._conns):
@@ -705,12 +733,7 @@ class AsyncClient:
 
     def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
                  timeout: float = DEFAULT_TIMEOUT) -> None:
-        eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
-        self.endpoints: list[Endpoint] = [parse_endpoint(e) for e in eps if e.strip()]
-        if not self.endpoints:
-            raise ValueError("at least one endpoint is required")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout)
         self.timeout = timeout
         self._conns: dict[Endpoint, _AsyncConn] = {}
         self._connecting: dict[Endpoint, asyncio.Future[_AsyncConn]] = {}
@@ -834,6 +857,13 @@ class AsyncClient:
         ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
         return await self._call("health", {}, write=False, endpoint=ep)
 
+    def watch(self, key: str | bytes, range_end: str | bytes | None = None, *,
+              prefix: bool = False, start_revision: int = 0, prev_kv: bool = False,
+              timeout: float | None = None) -> AsyncWatch:
+        """As :meth:`Client.watch`; ``async for ev in client.watch(...)`` or ``async with``."""
+        args = _watch_args(key, range_end, prefix, start_revision, prev_kv)
+        return AsyncWatch(self.endpoints, args, self.timeout if timeout is None else timeout)
+
     async def close(self) -> None:
         for fut in list(self._connecting.values()):
             fut.cancel()
@@ -847,3 +877,367 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+# ------------------------------------------------------------------------------------ watch
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change: ``type`` is ``"PUT"`` or ``"DELETE"``; a DELETE's ``kv`` holds the key and
+    ``mod_revision`` (the revision of the delete) only. ``prev_kv`` when asked for and known."""
+
+    type: str
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.kv.mod_revision
+
+
+def _watch_args(key: str | bytes, range_end: str | bytes | None, prefix: bool,
+                start_revision: int, prev_kv: bool) -> dict[str, Any]:
+    k, end = _range(key, range_end, prefix)
+    return {"key": k, "range_end": end, "start_revision": _nonneg(start_revision,
+                                                                  "start_revision"),
+            "prev_kv": bool(prev_kv)}
+
+
+class _WatchState:
+    """The protocol state of one watch stream, shared by Watch and AsyncWatch (no I/O)."""
+
+    def __init__(self, req_id: int, start_revision: int) -> None:
+        self.req_id = req_id
+        self.watch_id = 0
+        self.next_revision = start_revision  # 0 until created (then header revision + 1)
+        self.created = False
+        self.finished = False  # a canceled frame came (or the caller cancelled)
+        self.cancel_requested = False
+        self.events: list[WatchEvent] = []
+
+    def feed(self, rid: int, err: tuple[str, str, dict] | None, res: dict[str, Any],
+             where: str) -> None:
+        """Take one response frame; queue its events; raise when the server ends the watch."""
+        if rid != self.req_id:
+            return  # the answer to our watch_cancel: the canceled frame is what counts
+        if err is not None:
+            code, message, extra = err
+            self.finished = True
+            raise error_from_code(code, message, extra)
+        try:
+            if res.get("created"):
+                self.created = True
+                self.watch_id = int(res["watch_id"])
+                if not self.next_revision:
+                    self.next_revision = int(res["header"]["revision"]) + 1
+                return
+            for e in res.get("events") or []:
+                pk = e.get("prev_kv")
+                ev = WatchEvent(str(e["type"]), _kv(e["kv"]), _kv(pk) if pk else None)
+                self.events.append(ev)
+                self.next_revision = max(self.next_revision, ev.kv.mod_revision + 1)
+            canceled = bool(res.get("canceled"))
+            reason = str(res.get("reason", ""))
+            compact = int(res.get("compact_revision", 0))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _malformed("watch response", e) from None
+        if canceled:
+            self.finished = True
+            if self.cancel_requested:
+                return
+            if compact:
+                raise CompactedError(f"watch on {where} cancelled: {reason}",
+                                     compact_revision=compact)
+            raise WatchCanceledError(
+                f"watch on {where} cancelled by the server: {reason}; watch again from "
+                f"revision {self.next_revision} to resume", self.next_revision)
+
+    def lost(self, where: str, what: str) -> WatchLostError:
+        self.finished = True
+        return WatchLostError(f"watch on {where} lost ({what}); watch again from revision "
+                              f"{self.next_revision} to resume without gaps",
+                              self.next_revision)
+
+
+class Watch:
+    """A blocking watch on its own connection; iterate it for :class:`WatchEvent` s, one at a time.
+
+    Events come in revision order (the changes of one revision in the order they were made). The
+    iteration ends after :meth:`cancel` (or the ``with`` block). If the member goes away or the
+    server cancels the watch, iterating raises :class:`WatchLostError` /
+    :class:`WatchCanceledError` whose ``resume_revision`` (also :attr:`next_revision`) is where a
+    new watch continues without a gap: the last seen event's revision + 1. A watch from a
+    compacted revision raises :class:`fastraft.CompactedError`.
+    """
+
+    def __init__(self, endpoints: list[Endpoint], args: dict[str, Any], timeout: float,
+                 req_id: int = 1) -> None:
+        self._state = _WatchState(req_id, args["start_revision"])
+        self._decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+        self._sock: socket.socket | None = None
+        self._ids = itertools.count(req_id + 1)
+        self.endpoint: Endpoint | None = None
+        at = _Attempts(endpoints, None, timeout, write=False)
+        data = frame(encode_request(req_id, "watch", args))
+        while True:
+            ep, pause = at.next()
+            if ep is None:
+                raise at.exhausted()
+            if pause:
+                time.sleep(pause)
+            try:
+                sock = socket.create_connection(ep, timeout=max(at.remaining(), 0.001))
+            except OSError as e:
+                at.connect_failed(ep, e)
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock, self.endpoint = sock, ep
+            try:
+                sock.sendall(data)
+                while not self._state.created:
+                    if not self._read(at.deadline):
+                        raise socket.timeout("timed out")
+                return
+            except (OSError, WireError) as e:
+                self._close_sock()
+                self._state = _WatchState(req_id, args["start_revision"])
+                self._decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+                at.lost(ep, "timed out" if isinstance(e, socket.timeout) else str(e))
+            except FastraftError:
+                self._close_sock()
+                raise
+
+    @property
+    def watch_id(self) -> int:
+        return self._state.watch_id
+
+    @property
+    def next_revision(self) -> int:
+        """The revision a new watch would start from to continue this one without a gap."""
+        return self._state.next_revision
+
+    def _where(self) -> str:
+        return _fmt(self.endpoint) if self.endpoint else "?"
+
+    def _read(self, deadline: float | None) -> bool:
+        """Read and process what arrives before ``deadline``; False on timeout."""
+        sock = self._sock
+        assert sock is not None
+        if deadline is None:
+            sock.settimeout(None)
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(262144)
+        except socket.timeout:
+            return False
+        if not chunk:
+            raise ConnectionResetError("connection closed by the server")
+        for body in self._decoder.feed(chunk):
+            self._state.feed(*decode_response(body), self._where())
+        return True
+
+    def get(self, timeout: float | None = None) -> WatchEvent | None:
+        """The next event; None if none came within ``timeout`` seconds (None: wait) or the
+        watch was cancelled by the caller."""
+        st = self._state
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not st.events:
+            if st.finished or self._sock is None:
+                return None
+            try:
+                if not self._read(deadline):
+                    return None
+            except (OSError, WireError) as e:
+                self._close_sock()
+                raise st.lost(self._where(), str(e)) from None
+            except FastraftError:
+                self._close_sock()
+                raise
+        return st.events.pop(0)
+
+    def __iter__(self) -> Watch:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        ev = self.get(None)
+        if ev is None:
+            raise StopIteration
+        return ev
+
+    def cancel(self, timeout: float = 1.0) -> None:
+        """Cancel on the server (bounded wait for its answer) and close the connection."""
+        st = self._state
+        if self._sock is None:
+            return
+        if not st.finished:
+            st.cancel_requested = True
+            try:
+                self._sock.sendall(frame(encode_request(next(self._ids), "watch_cancel",
+                                                        {"watch_id": st.watch_id})))
+                deadline = time.monotonic() + timeout
+                while not st.finished and self._read(deadline):
+                    pass
+            except (OSError, WireError, FastraftError):
+                pass  # closing the connection cancels it on the server anyway
+        st.finished = True
+        st.events.clear()
+        self._close_sock()
+
+    close = cancel
+
+    def _close_sock(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+
+class _WatchConn(asyncio.Protocol):
+    """The connection of one AsyncWatch: frames go to a queue; None marks the end."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+        self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            for body in self.decoder.feed(data):
+                self.queue.put_nowait(body)
+        except WireError as e:
+            self.queue.put_nowait(ConnectionResetError(f"bad response: {e.reason}"))
+            if self.transport is not None:
+                self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.queue.put_nowait(ConnectionResetError(f"{exc or 'connection closed by the server'}"))
+
+
+class AsyncWatch:
+    """The asyncio form of :class:`Watch`: ``async for ev in client.watch(...)``.
+
+    It connects on first use (``async with`` or the first iteration); the same errors and
+    ``next_revision`` rule as :class:`Watch`."""
+
+    def __init__(self, endpoints: list[Endpoint], args: dict[str, Any], timeout: float) -> None:
+        self._endpoints = endpoints
+        self._args = args
+        self._timeout = timeout
+        self._state = _WatchState(1, args["start_revision"])
+        self._conn: _WatchConn | None = None
+        self.endpoint: Endpoint | None = None
+
+    @property
+    def watch_id(self) -> int:
+        return self._state.watch_id
+
+    @property
+    def next_revision(self) -> int:
+        return self._state.next_revision
+
+    def _where(self) -> str:
+        return _fmt(self.endpoint) if self.endpoint else "?"
+
+    async def start(self) -> None:
+        """Connect and create the watch (idempotent)."""
+        if self._conn is not None or self._state.finished:
+            return
+        loop = asyncio.get_running_loop()
+        at = _Attempts(self._endpoints, None, self._timeout, write=False)
+        data = frame(encode_request(1, "watch", self._args))
+        while True:
+            ep, pause = at.next()
+            if ep is None:
+                raise at.exhausted()
+            if pause:
+                await asyncio.sleep(pause)
+            try:
+                _, conn = await asyncio.wait_for(
+                    loop.create_connection(_WatchConn, ep[0], ep[1]), max(at.remaining(), 0.001))
+            except (OSError, asyncio.TimeoutError) as e:
+                at.connect_failed(ep, e if str(e) else "timed out")  # type: ignore[arg-type]
+                continue
+            self._conn, self.endpoint = conn, ep
+            assert conn.transport is not None
+            conn.transport.write(data)
+            try:
+                while not self._state.created:
+                    await asyncio.wait_for(self._step(), max(at.remaining(), 0.001))
+                return
+            except (asyncio.TimeoutError, WatchLostError) as e:
+                self._close()
+                self._state = _WatchState(1, self._args["start_revision"])
+                at.lost(ep, "timed out" if isinstance(e, asyncio.TimeoutError) else e.message)
+            except FastraftError:
+                self._close()
+                raise
+
+    async def _step(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        item = await conn.queue.get()
+        if isinstance(item, BaseException) or item is None:
+            self._close()
+            raise self._state.lost(self._where(), str(item or "closed"))
+        try:
+            self._state.feed(*decode_response(item), self._where())
+        except WireError as e:
+            self._close()
+            raise self._state.lost(self._where(), e.reason) from None
+
+    def __aiter__(self) -> AsyncWatch:
+        return self
+
+    async def __anext__(self) -> WatchEvent:
+        await self.start()
+        st = self._state
+        while not st.events:
+            if st.finished or self._conn is None:
+                raise StopAsyncIteration
+            await self._step()
+        return st.events.pop(0)
+
+    async def cancel(self, timeout: float = 1.0) -> None:
+        st = self._state
+        conn = self._conn
+        if conn is not None and not st.finished and conn.transport is not None:
+            st.cancel_requested = True
+            conn.transport.write(frame(encode_request(2, "watch_cancel",
+                                                      {"watch_id": st.watch_id})))
+            try:
+                async with asyncio.timeout(timeout):
+                    while not st.finished:
+                        await self._step()
+            except (asyncio.TimeoutError, FastraftError):
+                pass  # closing the connection cancels it on the server anyway
+        st.finished = True
+        st.events.clear()
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None and self._conn.transport is not None:
+            self._conn.transport.close()
+        self._conn = None
+
+    async def __aenter__(self) -> AsyncWatch:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.cancel()

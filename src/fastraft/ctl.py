@@ -31,6 +31,8 @@ from fastraft.client import (
     Op,
     PutResult,
     TxnResult,
+    Watch,
+    WatchEvent,
     parse_endpoint,
 )
 from fastraft.errors import FastraftError
@@ -394,6 +396,84 @@ def txn(s: Settings) -> None:
     for resp in r.responses:
         click.echo("")
         _print_simple(resp, s)
+
+
+# ------------------------------------------------------------------------------ watch
+
+
+def _event_json(ev: WatchEvent) -> dict[str, Any]:
+    d: dict[str, Any] = {"type": ev.type, "kv": _kv_json(ev.kv)}
+    if ev.prev_kv is not None:
+        d["prev_kv"] = _kv_json(ev.prev_kv)
+    return d
+
+
+def _print_event(ev: WatchEvent, s: Settings) -> None:
+    if s.write_out == "json":
+        _echo_json(_event_json(ev))
+        return
+    click.echo(ev.type)
+    if ev.prev_kv is not None:
+        _print_kvs([ev.prev_kv])
+    if ev.type == "DELETE":
+        _echo_bytes(ev.kv.key)
+    else:
+        _print_kvs([ev.kv])
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("range_end", required=False)
+@click.option("--prefix", is_flag=True, help="Watch every key starting with KEY.")
+@click.option("--rev", type=click.IntRange(min=0), default=0,
+              help="Start at this revision (replays history first); 0 = from now on.")
+@click.option("--prev-kv", is_flag=True, help="Also print each key's previous value.")
+@click.option("--max-events", type=click.IntRange(min=1), default=None,
+              help="Exit (status 0) after N events.")
+@click.option("--timeout", "duration", default=None,
+              help="Exit (status 0) after this long (500ms, 5s, 1m).")
+@click.pass_obj
+@_handle_errors
+def watch(s: Settings, key: str, range_end: str | None, prefix: bool, rev: int, prev_kv: bool,
+          max_events: int | None, duration: str | None) -> None:
+    """Print changes of KEY (or [KEY, RANGE_END), or a prefix) until Ctrl-C.
+
+    Each event prints its type (PUT or DELETE), then the key, then (for PUT) the value; with
+    --prev-kv the previous key and value come before them. If the member goes away the command
+    fails and says from which revision to watch again (--rev) to continue without gaps.
+
+    \b
+    Examples:
+      fastractl watch foo
+      fastractl watch app/ --prefix --rev 1 --max-events 10
+    """
+    try:
+        limit = parse_duration(duration) if duration is not None else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--timeout") from None
+    deadline = None if limit is None else time.monotonic() + limit
+    seen = 0
+    w: Watch | None = None
+    try:
+        with s.client() as c:
+            w = c.watch(key, range_end, prefix=prefix, start_revision=rev, prev_kv=prev_kv)
+            while max_events is None or seen < max_events:
+                wait = None if deadline is None else deadline - time.monotonic()
+                if wait is not None and wait <= 0:
+                    break
+                ev = w.get(wait)
+                if ev is None:
+                    if deadline is None:
+                        break  # cancelled
+                    continue
+                _print_event(ev, s)
+                sys.stdout.flush()  # a pipe reader sees each event as it comes
+                seen += 1
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is the normal way to stop watching: exit 0, no traceback
+    finally:
+        if w is not None:
+            w.cancel()
 
 
 # ------------------------------------------------------------------------------ member

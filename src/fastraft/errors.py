@@ -125,6 +125,29 @@ class UnavailableError(FastraftError):
     code = "UNAVAILABLE"
 
 
+
+class WatchError(FastraftError):
+    """a watch ended before the caller cancelled it"""
+
+    code = "WATCH_ENDED"
+
+    def __init__(self, message: str = "", resume_revision: int = 0, **extra: object) -> None:
+        super().__init__(message, resume_revision=resume_revision, **extra)
+        # Watch again from here (same range) to continue without a gap or a duplicate.
+        self.resume_revision = resume_revision
+
+
+class WatchCanceledError(WatchError):
+    """the server cancelled the watch (slow consumer, member stopping)"""
+
+    code = "WATCH_CANCELED"
+
+
+class WatchLostError(WatchError):
+    """the connection to the watched member was lost"""
+
+    code = "WATCH_LOST"
+
 _BY_CODE: dict[str, type[FastraftError]] = {}
 for _cls in list(globals().values()):
     if isinstance(_cls, type) and issubclass(_cls, FastraftError):

@@ -18,8 +18,8 @@ iterator -- which pins an implicit snapshot when created -- sees a consistent st
                                    tombstone (deleted at ``rev``). Reads at an old revision take
                                    each key's last entry <= that revision.
 ``r`` + rev (8 B BE) + sub (4 B)   change log: which key changed at (rev, sub). Compaction walks
-                                   it to find the history entries to drop; a future ``watch``
-                                   will stream from it.
+                                   it to find the history entries to drop; ``events`` (watch)
+                                   streams from it.
 =================================  ==============================================================
 
 ``enc(key)`` escapes ``\\x00`` as ``\\x00\\xff`` and ends with ``\\x00\\x00``: it keeps byte order
@@ -33,8 +33,12 @@ Nothing is held in Python dicts between calls: RocksDB holds the data. Within on
 changes are buffered in a dict (so later entries of the batch see earlier ones) and written in
 ONE WriteBatch together with the new ``applied`` index.
 
-Not in scope yet: watch (the ``r`` change log is laid out for it) and leases (a put with a
-non-zero lease is refused with BadRequestError rather than silently ignored).
+Watch: ``events``/``events_page`` read the change log and the history lazily, after the fact;
+``apply`` does no extra work for them. Compaction at C drops the change log up to and including
+C, so events can be read from revision C + 1 on (etcd can still replay revision C itself).
+
+Not in scope yet: leases (a put with a non-zero lease is refused with BadRequestError rather than
+silently ignored).
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ _MAX_REV = (1 << 63) - 1
 _META_KEY = b"m"
 _SNAP_MAGIC = "fastraft-kv-snapshot"
 _SNAP_VERSION = 1
+# One page of watch events (events_page): bounded so a watch from revision 1 on a big store is
+# streamed, and a frame stays far below the client's 64 MiB limit.
+EVENTS_PAGE_LIMIT = 1000
+EVENTS_PAGE_BYTES = 1 << 20
 
 _OPS = ("put", "delete", "txn", "compact", "range")
 _TXN_OPS = ("put", "delete", "range")
@@ -580,6 +588,148 @@ class KV:
                 best = v  # the last entry <= revision wins; b"" means deleted then
         if group is not None and best:
             yield dec_key(group), best
+
+    # ------------------------------------------------------------------ watch events
+
+    def events(self, key: bytes, range_end: bytes, start_revision: int, end_revision: int = 0,
+               *, limit: int = EVENTS_PAGE_LIMIT, prev_kv: bool = False) -> list[dict]:
+        """Events of keys in the range with start_revision <= revision <= end_revision.
+
+        ``end_revision`` 0 means the current revision. At most about ``limit`` events (one page,
+        see ``events_page``); read the next page from the last event's revision + 1."""
+        evs, _cursor = self.events_page(key, range_end, (start_revision, 0), end_revision,
+                                        limit=limit, prev_kv=prev_kv)
+        return evs
+
+    def events_page(self, key: bytes, range_end: bytes, cursor: tuple[int, int],
+                    end_revision: int = 0, *, limit: int = EVENTS_PAGE_LIMIT,
+                    max_bytes: int = EVENTS_PAGE_BYTES, prev_kv: bool = False,
+                    scan_limit: int = 0) -> tuple[list[dict], tuple[int, int]]:
+        """One page of events from ``cursor`` = (revision, sub) on; returns (events, next cursor).
+
+        An event is ``{"type": "PUT" | "DELETE", "kv": KeyValue, "prev_kv"?: KeyValue}`` (a DELETE's
+        kv holds the key and its mod_revision only, as etcd's). ``range_end`` follows range():
+        b"" = one key, b"\0" = every key >= key. A page ends at a revision boundary once it holds
+        ``limit`` events or ``max_bytes`` of keys and values, or once ``scan_limit`` change-log
+        entries were looked at (0: 16 x limit; bounds the work of a narrow watch over a busy log).
+        Only a single revision larger than a page is split, mid-revision. The next cursor is past
+        ``end_revision`` when everything up to it was read.
+
+        Raises CompactedError when the cursor's revision is compacted (<= compact_revision: the
+        change log of the compact revision itself is gone), BadRequestError on bad arguments."""
+        if not isinstance(key, bytes) or not isinstance(range_end, bytes):
+            raise BadRequestError("events: key and range_end must be bytes")
+        rev0, sub0 = cursor
+        for name, v in (("start_revision", rev0), ("end_revision", end_revision),
+                        ("limit", limit), ("max_bytes", max_bytes), ("scan_limit", scan_limit)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= _MAX_REV:
+                raise BadRequestError(f"events: {name} must be an integer in [0, 2^63), got {v!r}")
+        if not isinstance(sub0, int) or not 0 <= sub0 < 1 << 32:
+            raise BadRequestError(f"events: bad cursor {cursor!r}")
+        if limit < 1 or max_bytes < 1:
+            raise BadRequestError("events: limit and max_bytes must be >= 1")
+        rev0 = max(rev0, 1)
+        if self.compact_revision and rev0 <= self.compact_revision:
+            raise CompactedError(
+                f"revision {rev0} has been compacted (compact revision {self.compact_revision}); "
+                f"watch from {self.compact_revision + 1} or later",
+                compact_revision=self.compact_revision)
+        end = self.revision if end_revision == 0 else min(end_revision, self.revision)
+        if rev0 > end:
+            return [], (rev0, sub0)
+        scan_limit = scan_limit or 16 * limit
+        cf = self._cf
+        it = cf.iter()
+        it.seek(b"r" + _REVSUB.pack(rev0, sub0))
+        hi = b"r" + _U64.pack(end + 1)
+        evs: list[dict] = []
+        nbytes = 0
+        scanned = 0
+        cur_rev = -1
+        rev_start = 0  # index in evs where cur_rev's events begin
+        while it.valid():
+            k = it.key()
+            if k >= hi:
+                break
+            rev, sub = _REVSUB.unpack_from(k, 1)
+            if rev != cur_rev:
+                if len(evs) >= limit or nbytes >= max_bytes or scanned >= scan_limit:
+                    return evs, (rev, 0)
+                cur_rev, rev_start = rev, len(evs)
+            scanned += 1
+            ek: bytes = it.value()
+            if range_end:
+                if ek < key or (range_end != b"\x00" and ek >= range_end):
+                    it.next()
+                    continue
+            elif ek != key:
+                it.next()
+                continue
+            if len(evs) >= limit or nbytes >= max_bytes:
+                if rev_start > 0:
+                    # Keep revisions whole when the page holds earlier ones: resend this one.
+                    del evs[rev_start:]
+                    return evs, (rev, 0)
+                return evs, (rev, sub)  # one revision bigger than a page: split it
+            ev = self._event(ek, rev, prev_kv)
+            nbytes += len(ek) + len(ev["kv"]["value"])
+            if "prev_kv" in ev:
+                nbytes += len(ev["prev_kv"]["value"])
+            evs.append(ev)
+            it.next()
+        return evs, (end + 1, 0)
+
+    def changes(self, cursor: tuple[int, int], end_revision: int,
+                max_entries: int) -> tuple[list[tuple[int, int, bytes]], bool]:
+        """The raw change log ``(revision, sub, key)`` from ``cursor`` through ``end_revision``.
+
+        Returns (entries, complete); complete is False when there were more than
+        ``max_entries`` (the entries are then a prefix). One pass serves many watchers (the
+        hub filters it per watcher and builds bodies with ``event``). Raises CompactedError as
+        events_page does."""
+        rev0, sub0 = cursor
+        if self.compact_revision and rev0 <= self.compact_revision:
+            raise CompactedError(
+                f"revision {rev0} has been compacted (compact revision {self.compact_revision})",
+                compact_revision=self.compact_revision)
+        end = min(end_revision, self.revision)
+        out: list[tuple[int, int, bytes]] = []
+        if rev0 > end:
+            return out, True
+        it = self._cf.iter()
+        it.seek(b"r" + _REVSUB.pack(rev0, sub0))
+        hi = b"r" + _U64.pack(end + 1)
+        unpack = _REVSUB.unpack_from
+        while it.valid():
+            k = it.key()
+            if k >= hi:
+                return out, True
+            if len(out) >= max_entries:
+                return out, False
+            rev, sub = unpack(k, 1)
+            out.append((rev, sub, it.value()))
+            it.next()
+        return out, True
+
+    def event(self, key: bytes, rev: int, prev_kv: bool = False) -> dict:
+        """The event of ``key`` at revision ``rev`` (which changed it), as events_page builds."""
+        return self._event(key, rev, prev_kv)
+
+    def _event(self, key: bytes, rev: int, prev_kv: bool) -> dict:
+        hk = b"i" + enc_key(key)
+        rec = self._cf.get(hk + _U64.pack(rev))
+        ev: dict
+        if rec:
+            ev = {"type": "PUT", "kv": _kv_dict(key, rec, False)}
+        else:
+            # A tombstone (b""); None cannot happen above the compact revision.
+            ev = {"type": "DELETE", "kv": {"key": key, "value": b"", "create_revision": 0,
+                                           "mod_revision": rev, "version": 0, "lease": 0}}
+        if prev_kv:
+            last = _Buffer(self._cf).last_in(hk, hk + _U64.pack(rev))
+            if last is not None and last[1]:
+                ev["prev_kv"] = _kv_dict(key, last[1], False)
+        return ev
 
     # ------------------------------------------------------------------ snapshots
 

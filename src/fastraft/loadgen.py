@@ -27,6 +27,7 @@ merged by encoding, decoding and adding them, so percentiles of a multi-process 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import math
 import multiprocessing as mp
@@ -377,6 +378,10 @@ class _Conn(asyncio.Protocol):
             w.refill(self, now, out)
         if out and self.transport is not None:
             self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if w.open_active:
+            # The loop is awake anyway: send what has come due since the last tick, so
+            # requests wait less than a timer tick when answers arrive in between.
+            w.pump(now)
 
 
 class _Worker:
@@ -406,6 +411,17 @@ class _Worker:
         self.end = 0
         self.stopping = False
         self.idle = asyncio.Event()
+        # Open loop: request number o_next is due at o_start + o_next * o_interval (ns).
+        self.open_active = False
+        self.o_start = 0
+        self.o_next = 0
+        self.o_interval = 1e9 / spec.rate if spec.rate > 0 else 0.0
+        self.o_warm_n = int(spec.warmup * spec.rate)
+        self.o_rr = 0
+        # How late the generator got to each request after its intended time (tick lateness;
+        # it is part of the measured latency, reported so a reader can tell it apart). Waiting
+        # in the backlog for an in-flight slot comes on top and is not counted here.
+        self.lag_hist = new_histogram()
 
     # ------------------------------------------------------------------ request building
     def _pick(self) -> int:
@@ -515,6 +531,7 @@ class _Worker:
             "measure_start_ns": self.measure_start,
             "end_ns": self.end,
             "max_backlog": self.max_backlog,
+            "hist_lag": _encode(self.lag_hist),
         }
 
     async def _closed(self) -> None:
@@ -536,46 +553,169 @@ class _Worker:
                 break
             await asyncio.sleep(min(0.05, max(0.0, (self.end - now) / 1e9)))
 
-    async def _open(self, start_ns: int) -> None:
+    def _open_finished(self, i: int) -> bool:
+        limit = self.spec.ops  # measured ops; warm-up ops come on top
+        return (self.o_start + int(i * self.o_interval) >= self.end
+                or bool(limit and i - self.o_warm_n >= limit))
+
+    def pump(self, now: int) -> None:
+        """Open loop: send every request whose intended time is <= ``now``, one write per
+        connection. Round-robin over connections with room; the rest waits in the backlog with
+        its intended time, so the wait is charged to its latency."""
+        if self.stopping or not self.open_active:
+            return
         spec = self.spec
-        interval = 1e9 / spec.rate
-        i = 0
-        rr = 0
-        n = len(self.conns)
-        limit = spec.ops  # measured ops; warm-up ops come on top
-        warm_n = int(spec.warmup * spec.rate)
-        while not self.stopping:
-            now = time.monotonic_ns()
-            outs: dict[int, list[bytes]] = {}
-            while True:
-                due = start_ns + int(i * interval)
-                if due > now or due >= self.end or (limit and i - warm_n >= limit):
-                    break
-                i += 1
-                kind = self._pick()
-                # Round-robin over connections that have room; the rest waits in the backlog
-                # with its intended time (so the wait is counted in its latency).
-                placed = False
-                if not self.backlog:
-                    for _ in range(n):
-                        c = self.conns[rr]
-                        rr = (rr + 1) % n
-                        if not c.lost and len(c.inflight) < spec.max_inflight:
-                            self._send(c, due, kind, outs.setdefault(id(c), []))
-                            placed = True
-                            break
-                if not placed:
-                    self.backlog.append((due, kind))
-            if len(self.backlog) > self.max_backlog:
-                self.max_backlog = len(self.backlog)
-            for c in self.conns:
+        conns = self.conns
+        n = len(conns)
+        cap = spec.max_inflight
+        outs: dict[int, list[bytes]] = {}
+        i = self.o_next
+        while True:
+            due = self.o_start + int(i * self.o_interval)
+            if due > now or self._open_finished(i):
+                break
+            i += 1
+            if due >= self.measure_start:
+                self.lag_hist.record_value(min(max((now - due) // 1000, HIST_MIN_US),
+                                               HIST_MAX_US))
+            kind = self._pick()
+            placed = False
+            if not self.backlog:
+                for _ in range(n):
+                    c = conns[self.o_rr]
+                    self.o_rr = (self.o_rr + 1) % n
+                    if not c.lost and len(c.inflight) < cap:
+                        self._send(c, due, kind, outs.setdefault(id(c), []))
+                        placed = True
+                        break
+            if not placed:
+                self.backlog.append((due, kind))
+        self.o_next = i
+        if len(self.backlog) > self.max_backlog:
+            self.max_backlog = len(self.backlog)
+        if outs:
+            for c in conns:
                 out = outs.get(id(c))
                 if out and c.transport is not None:
-                    c.transport.write(b"".join(out))
-            nxt = start_ns + int(i * interval)
-            if nxt >= self.end or (limit and i - warm_n >= limit):
+                    c.transport.write(out[0] if len(out) == 1 else b"".join(out))
+
+    async def _open(self, start_ns: int) -> None:
+        """One wake-up per tick, never a timer per request: each wake-up sends all that is due.
+
+        Ticks come from a Linux timerfd (:class:`_WakeTimer`, precise to tens of µs) armed for
+        the next intended time but at least ``OPEN_MIN_TICK_NS`` after the last tick, so the
+        wake-ups per second are bounded whatever the rate. Without a timerfd, event-loop sleeps
+        of whole milliseconds (their resolution: uvloop turns a delay under 0.5 ms into 0, and
+        sleeping "until the next request" at thousands per second became a busy loop that took
+        a core). Requests due between ticks also go out when answers wake the loop
+        (:meth:`pump` from ``data_received``). Latency always counts from the intended time.
+        """
+        self.o_start = start_ns
+        self.o_next = 0
+        self.open_active = True
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+
+        def tick() -> None:
+            now = time.monotonic_ns()
+            self.pump(now)
+            if self.stopping or self._open_finished(self.o_next):
+                if not finished.done():
+                    finished.set_result(None)
                 return
-            await asyncio.sleep(max(0.0, (nxt - time.monotonic_ns()) / 1e9))
+            assert timer is not None
+            timer.arm(max(self.o_start + int(self.o_next * self.o_interval),
+                          now + OPEN_MIN_TICK_NS))
+
+        timer = _WakeTimer.create(loop, tick)
+        try:
+            if timer is not None:
+                tick()
+                while not finished.done():
+                    # bounded wait; also notices a stop (all connections lost) between ticks
+                    await asyncio.wait([finished], timeout=0.1)
+                    if self.stopping and not finished.done():
+                        finished.set_result(None)
+                return
+            while not self.stopping:
+                self.pump(time.monotonic_ns())
+                if self._open_finished(self.o_next):
+                    return
+                nxt = self.o_start + int(self.o_next * self.o_interval)
+                wait_ms = math.ceil((nxt - time.monotonic_ns()) / 1e6)
+                await asyncio.sleep(max(1, wait_ms) / 1000)
+        finally:
+            self.open_active = False
+            if timer is not None:
+                timer.close()
+
+
+# Open loop: at most one generator wake-up per this many ns (5,000/s); requests due closer
+# together go out in the same tick.
+OPEN_MIN_TICK_NS = 200_000
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class _WakeTimer:
+    """A one-shot wake-up at an absolute CLOCK_MONOTONIC time (the clock of
+    ``time.monotonic_ns``): a Linux timerfd watched by the event loop. Event-loop timers only
+    have millisecond resolution; this is precise to tens of µs and costs one wake-up."""
+
+    _CLOCK_MONOTONIC = 1
+    _TFD_TIMER_ABSTIME = 1
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, libc: Any,
+                 callback: Any) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._libc = libc
+        self._callback = callback
+        self._spec = _Itimerspec()
+        loop.add_reader(fd, self._fired)
+
+    @classmethod
+    def create(cls, loop: asyncio.AbstractEventLoop, callback: Any) -> _WakeTimer | None:
+        """None where there is no timerfd (not Linux) or the loop cannot watch it."""
+        if not sys.platform.startswith("linux"):
+            return None
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.timerfd_create(cls._CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return None
+        if fd < 0:
+            return None
+        try:
+            return cls(loop, fd, libc, callback)
+        except (OSError, NotImplementedError, RuntimeError):
+            os.close(fd)
+            return None
+
+    def arm(self, at_ns: int) -> None:
+        at_ns = max(at_ns, 1)  # 0 would disarm
+        v = self._spec.it_value
+        v.tv_sec, v.tv_nsec = divmod(at_ns, 1_000_000_000)
+        if self._libc.timerfd_settime(self._fd, self._TFD_TIMER_ABSTIME,
+                                      ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def _fired(self) -> None:
+        try:
+            os.read(self._fd, 8)  # the expiry count; reading re-arms the readiness
+        except BlockingIOError:  # spurious wake-up
+            return
+        self._callback()
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._fd)
+        os.close(self._fd)
 
 
 async def _find_target(endpoints: list[str], timeout: float = 10.0) -> tuple[str, int]:
@@ -826,6 +966,8 @@ def summarize(spec: Spec, parts: list[dict[str, Any]], target: tuple[str, int]) 
         "duration_s": round(window, 6),
         "throughput": round(ops / window, 2) if window > 0 else 0.0,
         "max_backlog": max((p.get("max_backlog", 0) for p in parts), default=0),
+        # open loop: how late the generator got to requests after their intended time
+        "send_lag_ms": latency_summary(merge_encoded([p.get("hist_lag", "") for p in parts])),
         "latency_ms": latency_summary(total),
         "by_op": {name: {"ops": h.get_total_count(), "latency_ms": latency_summary(h)}
                   for name, h in hists.items() if h.get_total_count()},
@@ -1037,6 +1179,10 @@ def format_report(res: dict[str, Any], title: str = "") -> str:
                  f"timeouts {res['timeouts']}")
     lines.append("  latency ms: " + "  ".join(f"{k} {lat[k]:.3f}"
                                               for k in ("p50", "p90", "p99", "p99.9", "max")))
+    lag = res.get("send_lag_ms")
+    if res["mode"] == "open" and lag:
+        lines.append(f"  generator late by (included above) ms: p50 {lag['p50']:.3f}  "
+                     f"p99 {lag['p99']:.3f}  max {lag['max']:.3f}")
     for name, b in res.get("by_op", {}).items():
         if len(res.get("by_op", {})) > 1:
             bl = b["latency_ms"]

@@ -58,6 +58,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         self._out.clear()
         self.server.connections.discard(self)
+        if self.server.on_connection_lost is not None:
+            self.server.on_connection_lost(self)  # e.g. drop this connection's watchers
 
     def data_received(self, data: bytes) -> None:
         self._in_receive = True
@@ -133,6 +135,7 @@ class ClientServer:
         self.handler = handler
         self.max_frame = max_frame
         self.connections: set[ClientConnection] = set()
+        self.on_connection_lost: Callable[[ClientConnection], None] | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self.addrs: list[tuple[str, int]] = []
 
