@@ -30,7 +30,9 @@ def _make_batches(kv: KV, keyspace: int):
     index = itertools.count(kv.applied + 1)
     key = itertools.count()
     # Encoding is the proposer's work, not apply's: prepare data outside the timed region.
-    cmds = [kv.encode_command("put", {"key": b"key/%08d" % i, "value": VALUE}) for i in range(keyspace)]
+    # The arguments as fastraft's clients send them (explicit defaults included).
+    cmds = [kv.encode_command("put", {"key": b"key/%08d" % i, "value": VALUE, "prev_kv": False,
+                                      "lease": 0}) for i in range(keyspace)]
 
     def next_batch() -> list[tuple]:
         return [(next(index), 1, 0, cmds[next(key) % keyspace]) for _ in range(BATCH)]

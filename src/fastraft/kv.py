@@ -31,7 +31,10 @@ a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep work
 
 Nothing is held in Python dicts between calls: RocksDB holds the data. Within one ``apply`` call
 changes are buffered in a dict (so later entries of the batch see earlier ones) and written in
-ONE WriteBatch together with the new ``applied`` index.
+ONE WriteBatch together with the new ``applied`` index. A plain put (``key`` and ``value``, at
+most ``prev_kv: False`` and ``lease: 0`` besides) is applied inline by ``apply`` without the
+generic validation and dispatch; every other command takes the generic path. Both write the same
+records.
 
 Watch: ``events``/``events_page`` read the change log and the history lazily, after the fact;
 ``apply`` does no extra work for them. Compaction at C drops the change log up to and including
@@ -67,6 +70,8 @@ _U64 = struct.Struct(">Q")
 _REVSUB = struct.Struct(">QI")
 _MAX_REV = (1 << 63) - 1
 _META_KEY = b"m"
+_SUB0 = b"\x00\x00\x00\x00"  # sub index 0 of a change-log key, 4 bytes BE
+_MISSING = object()
 _SNAP_MAGIC = "fastraft-kv-snapshot"
 _SNAP_VERSION = 1
 # One page of watch events (events_page): bounded so a watch from revision 1 on a big store is
@@ -199,6 +204,29 @@ class _Buffer:
         return best
 
 
+
+def _plain_put(args: Any) -> tuple[bytes, bytes] | None:
+    """(key, value) when ``args`` are a plain put's: a non-empty bytes ``key``, a bytes
+    ``value`` and nothing else but ``prev_kv: False`` and ``lease: 0`` (what clients send by
+    default); None sends the command down the generic path."""
+    if type(args) is not dict:
+        return None
+    n = len(args)
+    if n != 2:
+        if n > 4 or args.get("prev_kv", False) is not False:
+            return None
+        lease = args.get("lease", 0)
+        if type(lease) is not int or lease != 0:
+            return None
+        if n != 2 + ("prev_kv" in args) + ("lease" in args):
+            return None
+    key = args.get("key")
+    value = args.get("value")
+    if type(key) is bytes and key and type(value) is bytes:
+        return key, value
+    return None
+
+
 class KV:
     """The MVCC store of one member, kept in the ``kv`` column family of its Storage."""
 
@@ -328,6 +356,10 @@ class KV:
     def apply(self, entries: list[tuple]) -> list[tuple[int, object]]:
         """Apply committed entries in order; return (index, result-or-error) per command."""
         buf = _Buffer(self._cf)
+        pend = buf.pend
+        cf_get = self._cf.get
+        unpackb = msgpack.unpackb
+        pack_u64 = _U64.pack
         results: list[tuple[int, object]] = []
         applied = self.applied
         saved = (self.revision, self.compact_revision)
@@ -340,7 +372,38 @@ class KV:
                 applied = index
                 if typ != ENTRY_NORMAL or not data:
                     continue  # leader no-op, conf change: only the applied index moves
-                results.append((index, self._apply_one(buf, data)))
+                try:
+                    cmd = unpackb(data, raw=False)
+                except Exception as e:  # garbage must not wedge the cluster: report it as the result
+                    results.append((index, BadRequestError(
+                        f"committed entry is not a valid msgpack command ({e})")))
+                    continue
+                # Fast path for the common command, a plain put (see _plain_put): for it the
+                # generic validation cannot fail (sizes are not checked at apply), so it is
+                # skipped. Anything else goes the long way.
+                if type(cmd) is list and len(cmd) == 2 and cmd[0] == "put":
+                    kv_pair = _plain_put(cmd[1])
+                    if kv_pair is not None:
+                        key, value = kv_pair
+                        rev = self.revision + 1
+                        ck = b"c" + key
+                        cur = pend.get(ck, _MISSING)
+                        if cur is _MISSING:
+                            cur = cf_get(ck)
+                        if cur is None:  # absent, or deleted earlier in this batch
+                            create, version = rev, 1
+                        else:
+                            create, _mod, version, _lease, _value = unpackb(cur, raw=False)
+                            version += 1
+                        rec = _pack([create, rev, version, 0, value])
+                        rev8 = pack_u64(rev)
+                        pend[ck] = rec
+                        pend[b"i" + enc_key(key) + rev8] = rec
+                        pend[b"r" + rev8 + _SUB0] = key  # == _REVSUB.pack(rev, 0)
+                        self.revision = rev
+                        results.append((index, {"revision": rev}))
+                        continue
+                results.append((index, self._apply_cmd(buf, cmd)))
             if applied == self.applied:
                 return results
             buf.put(_META_KEY, _pack([applied, self.revision, self.compact_revision]))
@@ -358,11 +421,8 @@ class KV:
         self.applied = applied
         return results
 
-    def _apply_one(self, buf: _Buffer, data: bytes) -> object:
-        try:
-            cmd = _unpack(data)
-        except Exception as e:  # garbage must not wedge the cluster: report it as the result
-            return BadRequestError(f"committed entry is not a valid msgpack command ({e})")
+    def _apply_cmd(self, buf: _Buffer, cmd: Any) -> object:
+        """Apply one decoded command (any op) through the generic, fully validated path."""
         if not isinstance(cmd, (list, tuple)) or len(cmd) != 2:
             return BadRequestError("committed entry is not an [op, args] command")
         op, args = cmd
