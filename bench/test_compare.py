@@ -142,11 +142,19 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def test_sigterm_stops_every_child_and_removes_the_data_dir() -> None:
     import subprocess
     here = os.path.dirname(os.path.abspath(__file__))
     p = subprocess.Popen([sys.executable, os.path.join(here, "compare.py"), "--systems",
-                          "pysyncobj", "--scenarios", "put-sat", "--sat-clients", "6",
+                          "fastraft", "--scenarios", "put-sat", "--sat-clients", "6",
                           "--reps", "3", "--warmup", "0", "--duration", "20", "--no-ceilings"],
                          stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
@@ -159,10 +167,16 @@ def test_sigterm_stops_every_child_and_removes_the_data_dir() -> None:
             assert line, "compare.py exited early"
             if "data dirs under" in line:
                 base = line.split("data dirs under", 1)[1].strip()
-            if "rep 1/3" in line:  # the cluster is up and the first run is under way
-                kids = _children(p.pid)
+            if "rep 1/3" in line:  # the cluster is up and the first run is starting
                 break
-        assert base and os.path.isdir(base) and len(kids) >= 3
+        # Signal once the load tool runs (its command line is there: exec is done), not while
+        # the runner is still inside Popen for it.
+        while time.monotonic() < deadline and not any(
+                "fastraft.loadgen" in _cmdline(k) for k in _children(p.pid)):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        kids = _children(p.pid)
+        assert base and os.path.isdir(base) and len(kids) >= 4
         p.terminate()
         rc = p.wait(timeout=60)
     finally:
