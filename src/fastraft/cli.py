@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from fastraft.config import FLAGS, FlagError, ServerConfig, build_config, env_name
-from fastraft.errors import DataDirError
+from fastraft.errors import ConfigError, DataDirError
 
 __all__ = ["main"]
 
@@ -155,7 +155,7 @@ def run_member(cfg: ServerConfig) -> int:
             loop.add_signal_handler(sig, on_signal)
         try:
             await node.start()
-        except DataDirError as e:
+        except (DataDirError, ConfigError) as e:
             click.echo(f"fastraft: error: {e.message}", err=True)
             return 1
         except OSError as e:

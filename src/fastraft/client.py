@@ -62,6 +62,7 @@ __all__ = [
     "DeleteResult",
     "TxnResult",
     "Member",
+    "MemberChange",
     "Compare",
     "Op",
     "parse_endpoint",
@@ -143,6 +144,16 @@ class Member:
     is_learner: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """The result of member_add/remove/promote: the member added (None for the others) and the
+    member list once the change is applied."""
+    header: Header
+    member: Member | None
+    members: list[Member]
+    cluster_token: str = ""  # member_add only: the new member's --initial-cluster-token
+
+
 def _malformed(what: str, e: Exception) -> FastraftError:
     return FastraftError(f"malformed {what} in server response: {type(e).__name__}: {e}")
 
@@ -199,6 +210,35 @@ def _members(r: dict[str, Any]) -> list[Member]:
                    str(m.get("name", "")), list(m.get("peer_urls") or []),
                    list(m.get("client_urls") or []), bool(m.get("is_learner", False)))
             for m in r.get("members") or []]
+
+
+def _member_change(r: dict[str, Any]) -> MemberChange:
+    m = r.get("member")
+    return MemberChange(_header(r.get("header")), _members({"members": [m]})[0] if m else None,
+                        _members(r), str(r.get("cluster_token", "")))
+
+
+def _member_add_args(name: str, peer_urls: list[str] | str, learner: bool) -> dict[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise ValueError("member name must be a non-empty string")
+    urls = [u.strip() for u in peer_urls.split(",")] if isinstance(peer_urls, str) else peer_urls
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+        raise ValueError("peer_urls must be a non-empty list of URLs (or a comma-separated str)")
+    if type(learner) is not bool:
+        raise ValueError("learner must be a bool")
+    return {"name": name, "peer_urls": urls, "learner": learner}
+
+
+def _member_id_arg(member_id: int | str) -> dict[str, Any]:
+    """An id as an int or as the hex string `member list` prints."""
+    if isinstance(member_id, str):
+        try:
+            member_id = int(member_id, 16)
+        except ValueError:
+            raise ValueError(f"member id {member_id!r} is not hexadecimal") from None
+    if type(member_id) is not int or not 0 < member_id < 1 << 64:
+        raise ValueError(f"member id must be a positive 64-bit integer, got {member_id!r}")
+    return {"id": member_id}
 
 
 def _parse(what: str, fn: Any, r: dict[str, Any]) -> Any:
@@ -649,6 +689,23 @@ class Client:
         """The cluster's members, from any endpoint that answers."""
         return _parse("member_list", _members, self._call("member_list", {}, write=False))
 
+    def member_add(self, name: str, peer_urls: list[str] | str, *,
+                   learner: bool = False) -> MemberChange:
+        """Add a member (a learner with ``learner=True``); returns once the change is applied.
+        Start the new member afterwards with ``--initial-cluster-state existing``."""
+        res = self._call("member_add", _member_add_args(name, peer_urls, learner), write=True)
+        return _parse("member_add", _member_change, res)
+
+    def member_remove(self, member_id: int | str) -> MemberChange:
+        """Remove a member (id as int or hex string); returns once the change is applied."""
+        return _parse("member_remove", _member_change,
+                      self._call("member_remove", _member_id_arg(member_id), write=True))
+
+    def member_promote(self, member_id: int | str) -> MemberChange:
+        """Make a learner a voter; refused while it is not in sync with the leader."""
+        return _parse("member_promote", _member_change,
+                      self._call("member_promote", _member_id_arg(member_id), write=True))
+
     def health(self, endpoint: str | None = None) -> dict[str, Any]:
         """``{"health": bool, "reason": str}`` of ONE member (default: the first endpoint)."""
         ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
@@ -851,6 +908,23 @@ class AsyncClient:
 
     async def member_list(self) -> list[Member]:
         return _parse("member_list", _members, await self._call("member_list", {}, write=False))
+
+    async def member_add(self, name: str, peer_urls: list[str] | str, *,
+                         learner: bool = False) -> MemberChange:
+        """See :meth:`Client.member_add`."""
+        res = await self._call("member_add", _member_add_args(name, peer_urls, learner),
+                               write=True)
+        return _parse("member_add", _member_change, res)
+
+    async def member_remove(self, member_id: int | str) -> MemberChange:
+        """See :meth:`Client.member_remove`."""
+        return _parse("member_remove", _member_change,
+                      await self._call("member_remove", _member_id_arg(member_id), write=True))
+
+    async def member_promote(self, member_id: int | str) -> MemberChange:
+        """See :meth:`Client.member_promote`."""
+        return _parse("member_promote", _member_change,
+                      await self._call("member_promote", _member_id_arg(member_id), write=True))
 
     async def health(self, endpoint: str | None = None) -> dict[str, Any]:
         """``{"health": bool, "reason": str}`` of ONE member (default: the first endpoint)."""

@@ -28,6 +28,8 @@ from fastraft.client import (
     GetResult,
     Header,
     KeyValue,
+    Member,
+    MemberChange,
     Op,
     PutResult,
     TxnResult,
@@ -512,6 +514,109 @@ def member_list(s: Settings) -> None:
     else:
         for r in rows:
             click.echo(", ".join(r))
+
+
+def join_settings(change: MemberChange) -> list[tuple[str, str]]:
+    """The settings that start a member just added (etcdctl prints the same as ETCD_*)."""
+    new = change.member
+    assert new is not None
+    cluster = ",".join(f"{m.name}={u}" for m in change.members for u in m.peer_urls if m.name)
+    out = [("FASTRAFT_NAME", new.name), ("FASTRAFT_INITIAL_CLUSTER", cluster),
+           ("FASTRAFT_INITIAL_ADVERTISE_PEER_URLS", ",".join(new.peer_urls)),
+           ("FASTRAFT_INITIAL_CLUSTER_STATE", "existing")]
+    if change.cluster_token:
+        out.append(("FASTRAFT_INITIAL_CLUSTER_TOKEN", change.cluster_token))
+    return out
+
+
+def _member_change_json(c: MemberChange) -> dict[str, Any]:
+    def one(m: Member) -> dict[str, Any]:
+        return {"id": m.id, "name": m.name, "peer_urls": m.peer_urls,
+                "client_urls": m.client_urls, "is_learner": m.is_learner}
+
+    out: dict[str, Any] = {"header": _header_json(c.header),
+                           "members": [one(m) for m in c.members]}
+    if c.member is not None:
+        out["member"] = one(c.member)
+    return out
+
+
+def parse_member_id(text: str) -> int:
+    """A member id as `member list` prints it (hex)."""
+    try:
+        mid = int(text.strip().removeprefix("0x"), 16)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a hexadecimal member id") from None
+    if not 0 < mid < 1 << 64:
+        raise click.BadParameter(f"{text!r} is not a 64-bit member id")
+    return mid
+
+
+@member.command(name="add")
+@click.argument("name")
+@click.option("--peer-urls", required=True,
+              help="Comma-separated peer URLs of the new member.")
+@click.option("--learner", is_flag=True, help="Add it as a learner (promote it later).")
+@click.pass_obj
+@_handle_errors
+def member_add(s: Settings, name: str, peer_urls: str, learner: bool) -> None:
+    """Add a member; prints the settings to start it with.
+
+    \b
+    Example:
+      fastractl member add n4 --peer-urls=http://127.0.0.1:2410 --learner
+    """
+    with s.client() as c:
+        res = c.member_add(name, peer_urls, learner=learner)
+    if res.member is None:
+        _fail("the server did not return the new member")
+    if s.write_out == "json":
+        _echo_json(_member_change_json(res))
+        return
+    click.echo(f"Member {res.member.id:x} added to cluster {res.header.cluster_id:x}")
+    click.echo("")
+    for k, v in join_settings(res):
+        click.echo(f'{k}="{v}"')
+
+
+@member.command(name="remove")
+@click.argument("member_id", metavar="ID")
+@click.pass_obj
+@_handle_errors
+def member_remove(s: Settings, member_id: str) -> None:
+    """Remove a member (ID in hex, as `member list` prints it).
+
+    \b
+    Example:
+      fastractl member remove 8e9e05c52164694d
+    """
+    mid = parse_member_id(member_id)
+    with s.client() as c:
+        res = c.member_remove(mid)
+    if s.write_out == "json":
+        _echo_json(_member_change_json(res))
+    else:
+        click.echo(f"Member {mid:x} removed from cluster {res.header.cluster_id:x}")
+
+
+@member.command(name="promote")
+@click.argument("member_id", metavar="ID")
+@click.pass_obj
+@_handle_errors
+def member_promote(s: Settings, member_id: str) -> None:
+    """Promote a learner to a voting member (refused until it is in sync with the leader).
+
+    \b
+    Example:
+      fastractl member promote 8e9e05c52164694d
+    """
+    mid = parse_member_id(member_id)
+    with s.client() as c:
+        res = c.member_promote(mid)
+    if s.write_out == "json":
+        _echo_json(_member_change_json(res))
+    else:
+        click.echo(f"Member {mid:x} promoted in cluster {res.header.cluster_id:x}")
 
 
 # ---------------------------------------------------------------------------- endpoint

@@ -29,6 +29,11 @@ Client requests (see docs/architecture.md, "Client protocol") are routed here by
 * linearizable reads are grouped per loop iteration under one ReadIndex context, then wait until
   the state machine has applied the read index. Serializable reads answer from local state.
 
+* membership requests (member_add/remove/promote) are validated (membership.py) and proposed
+  as one conf-change entry by the leader; the reply waits for that entry to apply, as writes do.
+  A member started with ``--initial-cluster-state existing`` on an empty data dir first asks a
+  listed member for the cluster id and members (join.py).
+
 Members' names and URLs live in storage meta ("members"). Conf-change entries carry a new
 member's attributes in their context. Client URLs are *published*: a member that becomes leader
 proposes a small internal entry with its own client URLs (as etcd publishes member attributes
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import queue
@@ -55,6 +61,8 @@ from fastraft import _version
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import (
     BadRequestError,
+    ConfChangeInProgressError,
+    DataDirError,
     FastraftError,
     NoLeaderError,
     NotCommittedError,
@@ -64,7 +72,15 @@ from fastraft.errors import (
     TimeoutError,
     UnknownOperationError,
 )
+from fastraft.join import conf_from_members, discover_cluster
 from fastraft.kv import KV
+from fastraft.membership import (
+    check_promote,
+    encode_member_context,
+    new_member_id,
+    parse_member_add,
+    parse_member_id,
+)
 from fastraft.raft import (
     CC_ADD_LEARNER,
     CC_ADD_VOTER,
@@ -91,6 +107,7 @@ __all__ = ["Node", "encode_snapshot", "decode_snapshot", "PUBLISH_OP"]
 log = logging.getLogger("fastraft.node")
 
 WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
+MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 SNAP = MsgType.MsgSnap.value
 
 # Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
@@ -236,6 +253,11 @@ class Node:
         self._proposals: list[tuple[bytes, ClientConnection | None, int]] = []
         self._proposals_scheduled = False
         self._waiters: dict[int, _Waiter] = {}
+        # Membership requests waiting for their conf-change entry (by index) to apply.
+        self._cc_waiters: dict[int, tuple[_Waiter, int, str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
+        # The cluster's token (for new members' ids): kept in storage meta from the first start.
+        self.token = cfg.initial_cluster_token
         self._read_batch: _ReadBatch | None = None
         self._read_batches: dict[bytes, _ReadBatch] = {}
         self._reads_waiting_apply: list[_ReadBatch] = []
@@ -269,9 +291,38 @@ class Node:
         Raises DataDirError for a data dir this member must not use."""
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
+        joined: dict[str, dict[str, Any]] | None = None
+        if cfg.initial_cluster_state == "existing":
+            ident = Storage.read_identity(cfg.data_dir)
+            if ident is None:
+                # An empty data dir: join the running cluster (raises ConfigError if it cannot).
+                cid, joined = await discover_cluster(cfg)
+            else:
+                # Resume as before, whatever --initial-cluster says now (as etcd): the cluster
+                # id was fixed when this member first started.
+                cid = ident["cluster_id"]
+            if cid != cfg.cluster_id:
+                cfg = self.cfg = dataclasses.replace(cfg, cluster_id=cid)
         self.storage = Storage.open(cfg.data_dir, cluster_id=cfg.cluster_id,
                                     member_id=cfg.member_id, name=cfg.name)
         try:
+            st = self.storage
+            if (joined is None and cfg.initial_cluster_state == "existing"
+                    and st.get_meta("bootstrap_conf") is None and st.last_index() == 0
+                    and st.snapshot_meta() is None):
+                # A join that stopped between creating the data dir and recording what it
+                # learned: ask again rather than start from --initial-cluster's list.
+                cid, joined = await discover_cluster(cfg)
+                if cid != cfg.cluster_id:
+                    raise DataDirError(f"data dir {cfg.data_dir!r} belongs to cluster "
+                                       f"{cfg.cluster_id:x}, but the members listed in "
+                                       f"--initial-cluster belong to {cid:x}")
+            if joined is not None:
+                # Start with no voters of our own: the cluster's configuration as it is now,
+                # then the leader's log or snapshot brings the rest.
+                self.storage.put_meta("members", joined)
+                self.storage.put_meta("bootstrap_conf", list(conf_from_members(joined)))
+                self.storage.sync()
             await self._open_state()
             st = self.storage
             self._syncer = _Syncer(lambda: st.sync(), f"sync-{cfg.name}")
@@ -281,6 +332,7 @@ class Node:
                      for h, m in self.members.items() if h != self.hex_id and m["peer_urls"]}
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(), peers,
                                            self._on_peer_message)
+            self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members)
             await self.transport.start()
             self.server = ClientServer(self.handle_request,
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
@@ -301,6 +353,11 @@ class Node:
         hard_state, snap_meta, entries = st.initial_state()
         self._saved_term_vote = (hard_state[0], hard_state[1])
         self.kv = KV(st, max_value_bytes=cfg.max_request_bytes)
+        token = st.get_meta("cluster_token")
+        if isinstance(token, str) and token:
+            self.token = token
+        else:
+            st.put_meta("cluster_token", self.token)  # durable with the first sync
         stored = st.get_meta("members")
         if stored:
             self.members = {str(k): dict(v) for k, v in stored.items()}
@@ -329,8 +386,17 @@ class Node:
         if me is not None:
             # Our own client URLs are known locally even before they are published.
             me["client_urls"] = list(cfg.advertise_client_urls)
-        voters = tuple(mid for mid in cfg.initial_members())
-        rcfg = Config(cfg.member_id, voters, election_tick=cfg.election_tick, heartbeat_tick=1,
+        boot = st.get_meta("bootstrap_conf")
+        if isinstance(boot, list) and len(boot) == 2:
+            voters, learners = tuple(boot[0]), tuple(boot[1])
+        else:
+            # First start of a new cluster (or a data dir from before bootstrap_conf was kept):
+            # the initial members. Recorded, so a later --initial-cluster that lists members
+            # added since cannot change what this member started from.
+            voters, learners = tuple(mid for mid in cfg.initial_members()), ()
+            st.put_meta("bootstrap_conf", [list(voters), []])
+        rcfg = Config(cfg.member_id, voters, learners,
+                      election_tick=cfg.election_tick, heartbeat_tick=1,
                       pre_vote=True, check_quorum=True, seed=cfg.member_id,
                       applied=self.kv.applied)
         self.raft = Raft(rcfg, hard_state, entries, snapshot)
@@ -368,7 +434,7 @@ class Node:
         await self._close_io()
         self.stopped.set()
 
-    async def _transfer_leadership(self) -> None:
+    async def _transfer_leadership(self, why: str = "stopping") -> None:
         raft = self.raft
         assert raft is not None
         progress = raft.status().get("progress", {})
@@ -386,7 +452,7 @@ class Node:
         except (NotLeaderError, ValueError):
             return
         self._schedule_ready()
-        log.info("%s: stopping; transferring leadership to %x", self.cfg.name, best)
+        log.info("%s: %s; transferring leadership to %x", self.cfg.name, why, best)
         # Bounded: the core aborts a transfer after one election timeout anyway.
         deadline = time.monotonic() + self.cfg.election_timeout / 1000.0
         while raft.leader == self.id and time.monotonic() < deadline:
@@ -687,6 +753,11 @@ class Node:
         if members_changed and self.storage is not None:
             # Written before kv.apply's batch: one WAL, so a durable `applied` implies this too.
             self.storage.put_meta("members", self.members)
+        if self._cc_waiters:
+            for e in entries:
+                if e[0] in self._cc_waiters:
+                    # The change itself, or (other term) the entry that replaced it.
+                    self._answer_conf_change(e)
         results = kv.apply(to_apply)
         if self.watch_hub.watchers:  # the only watch cost on the apply path
             self.watch_hub.notify()
@@ -835,6 +906,8 @@ class Node:
             if raft.role != LEADER:
                 raise self._not_leader()
             self._queue_proposal(data, conn, req_id)
+        elif op in MEMBER_OPS:
+            self._member_change(conn, req_id, op, args)
         elif op == "range":
             serializable = args.pop("serializable", False)
             if type(serializable) is not bool:
@@ -868,7 +941,109 @@ class Node:
         else:
             raise UnknownOperationError(
                 f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
-                "status, member_list, health, watch, watch_cancel")
+                "status, member_list, member_add, member_remove, member_promote, health, "
+                "watch, watch_cancel")
+
+    def _member_change(self, conn: ClientConnection, req_id: int, op: str,
+                       args: dict[str, Any]) -> None:
+        """member_add / member_remove / member_promote: validate, propose the conf change and
+        answer once it is applied (the leader only; one change at a time, as the core allows)."""
+        raft, kv = self.raft, self.kv
+        assert raft is not None and kv is not None and self._loop is not None
+        if raft.role == LEADER and raft.pending_conf_index > kv.applied:
+            # The core allows the next change once the previous one is committed; we wait until
+            # it is applied too, so the checks below see the member list it produced.
+            raise ConfChangeInProgressError()
+        if op == "member_add":
+            name, urls, learner = parse_member_add(args)  # bad input: same answer on any member
+            if raft.role != LEADER:
+                raise self._not_leader()
+            mid = new_member_id(name, urls, self.token, self.members)
+            cc = CC_ADD_LEARNER if learner else CC_ADD_VOTER
+            context = encode_member_context(name, urls)
+        else:
+            if raft.role != LEADER:
+                # Before looking the id up: a follower's member list may lag the leader's.
+                raise self._not_leader()
+            mid = parse_member_id(op, args, self.members)
+            context = b""
+            if op == "member_remove" and mid == self.id and len(raft.voters) > 1:
+                # The leader removing itself: hand leadership to another voter first, then
+                # answer NOT_LEADER so the client sends the removal to the new leader. (A
+                # leader that committed its own removal would step down before telling the
+                # others the commit index, leaving them to elect a leader with it still in
+                # their configuration.)
+                task = self._loop.create_task(self._handover_then_redirect(conn, req_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            if op == "member_remove":
+                cc = CC_REMOVE
+            else:
+                progress = raft.status().get("progress", {})
+                learner = progress.get(mid)
+                check_promote(mid, self.members,
+                              None if learner is None else int(learner["match"]),
+                              raft.last_index)
+                cc = CC_PROMOTE
+        try:
+            index = raft.propose_conf_change(cc, mid, context)
+        except NotLeaderError:
+            raise self._not_leader() from None
+        except ProposalDroppedError:
+            raise NotCommittedError("leadership transfer in progress: not applied") from None
+        except ValueError as e:  # the core's own membership checks
+            raise BadRequestError(f"{op}: {e}") from None
+        # ConfChangeInProgressError propagates: its code tells the client to retry later.
+        old = self._cc_waiters.pop(index, None)
+        if old is not None and old[0].conn is not None:
+            old[0].conn.reply(old[0].req_id, NotCommittedError(
+                "the membership change was replaced by another leader's entry: not applied"),
+                None)
+        self._cc_waiters[index] = (
+            _Waiter(raft.term, conn, req_id, self._loop.time() + self.request_timeout), mid, op)
+        log.info("%s: proposed %s of %x at index %d", self.cfg.name, op, mid, index)
+        self._schedule_ready()
+
+    async def _handover_then_redirect(self, conn: ClientConnection, req_id: int) -> None:
+        raft = self.raft
+        assert raft is not None
+        if raft.role == LEADER:
+            await self._transfer_leadership("asked to remove itself")
+        if raft.role == LEADER:
+            conn.reply(req_id, NotCommittedError(
+                "member_remove: this member is the leader and could not hand leadership to "
+                "another voter (none reachable and in sync?); not applied, retry later"), None)
+        else:
+            conn.reply(req_id, self._not_leader(), None)
+
+    def _answer_conf_change(self, e: tuple) -> None:
+        entry = self._cc_waiters.pop(e[0], None)
+        if entry is None:
+            return
+        w, mid, op = entry
+        if w.conn is None:
+            return
+        if w.term != e[1]:
+            w.conn.reply(w.req_id, NotCommittedError(
+                "the membership change was replaced by another leader's entry: not applied"),
+                None)
+            return
+        assert self.kv is not None and self.raft is not None
+        m = self.members.get(format(mid, "x"))
+        res: dict[str, Any] = {"header": self._header(self.kv.revision, self.raft.term),
+                               "members": self.member_list()}
+        if op == "member_add":
+            # The token too: the new member needs it to derive the same id (etcd's token is
+            # not secret either; it only keeps clusters' ids apart).
+            res["cluster_token"] = self.token
+        if m is not None:
+            res["member"] = {"id": mid, "name": m.get("name", ""),
+                             "peer_urls": list(m.get("peer_urls", [])),
+                             "client_urls": list(m.get("client_urls", [])),
+                             "is_learner": bool(m.get("is_learner", False))}
+        w.conn.reply(w.req_id, None, res)
+        w.conn.flush()
 
     def _watch_header(self, revision: int) -> dict[str, int]:
         return self._header(revision, self.raft.term if self.raft is not None else 0)
@@ -1009,6 +1184,13 @@ class Node:
             if w.conn is not None:
                 w.conn.reply(w.req_id, TimeoutError(
                     "request timed out: the write may or may not have been applied"), None)
+        for index, (w, _, _) in list(self._cc_waiters.items()):
+            if w.deadline <= now:
+                del self._cc_waiters[index]
+                if w.conn is not None:
+                    w.conn.reply(w.req_id, TimeoutError(
+                        "membership change timed out: it may or may not have been applied; "
+                        "check `member list`"), None)
         for ctx, b in list(self._read_batches.items()):
             if b.deadline <= now:
                 del self._read_batches[ctx]
@@ -1029,6 +1211,10 @@ class Node:
         self._proposals = []
         waiters, self._waiters = self._waiters, {}
         for w in waiters.values():
+            if w.conn is not None:
+                w.conn.reply(w.req_id, err, None)
+        cc_waiters, self._cc_waiters = self._cc_waiters, {}
+        for w, _, _ in cc_waiters.values():
             if w.conn is not None:
                 w.conn.reply(w.req_id, err, None)
         batches = list(self._read_batches.values()) + self._reads_waiting_apply

@@ -36,6 +36,7 @@ from fastraft.wire import (
     decode_hello,
     decode_message,
     encode_hello,
+    encode_join_answer,
     encode_message,
     frame,
 )
@@ -160,6 +161,9 @@ class _Inbound(asyncio.Protocol):
             except WireError as e:
                 self._close("bad hello: %s", e.reason)
                 return False
+            if cluster_id == 0 and owner.on_join_query is not None:
+                self._answer_join_query(member_id)
+                return False
             if cluster_id != owner.cluster_id:
                 log.warning("%x: refused peer connection from member %x of cluster %x: this member "
                             "belongs to cluster %x", owner.member_id, member_id, cluster_id,
@@ -187,6 +191,20 @@ class _Inbound(asyncio.Protocol):
             log.exception("%x: on_message failed for %r", owner.member_id, m)
         return True
 
+    def _answer_join_query(self, member_id: int) -> None:
+        # The one case where the receiving side writes: a joining member asks for the cluster
+        # id and members before it has either (see wire.py).
+        owner = self.owner
+        assert owner.on_join_query is not None and self.transport is not None
+        try:
+            cid, members = owner.on_join_query()
+            self.transport.write(frame(encode_join_answer(cid, members)))
+            log.info("%x: answered the join query of member %x", owner.member_id, member_id)
+        except Exception:  # never let a host bug take the loop down
+            log.exception("%x: cannot answer a join query", owner.member_id)
+        self.closed = True
+        self.transport.close()
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.owner._inbound_lost(self)
@@ -207,6 +225,8 @@ class PeerTransport:
         self.cluster_id = cluster_id
         self.listen_addr = listen_addr
         self.on_message = on_message
+        # Set by the host to answer join queries: () -> (cluster_id, members).
+        self.on_join_query: Callable[[], tuple[int, dict[str, dict[str, Any]]]] | None = None
         self.max_frame = max_frame
         self.high_water = high_water
         self.delay_ms = delay_ms

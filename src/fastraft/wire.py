@@ -11,6 +11,10 @@ Layouts (msgpack arrays, chosen over maps because they are smaller and faster to
   snapshot, context]``; an entry is ``[index, term, type, data]``; a snapshot is
   ``[index, term, voters, learners, data]`` or nil.
 * peer hello (first frame of a peer connection): ``["fastraft-peer", 1, cluster_id, member_id]``.
+  A hello with cluster_id 0 is a *join query* from a member starting with an empty data dir and
+  ``--initial-cluster-state existing``: the receiver answers with one frame
+  ``["fastraft-join", 1, cluster_id, members]`` (members: hex id -> {name, peer_urls,
+  client_urls, is_learner}) and closes the connection.
 * client request: ``[req_id, op, args]``; response: ``[req_id, error | nil, result]`` with
   ``error = [code, message, extra]`` (see docs/architecture.md).
 """
@@ -42,6 +46,8 @@ __all__ = [
     "decode_response",
     "encode_hello",
     "decode_hello",
+    "encode_join_answer",
+    "decode_join_answer",
     "make_snapshot",
 ]
 
@@ -57,6 +63,7 @@ _MSG_TYPES = frozenset(range(1, 13))  # MsgApp .. MsgReadIndexResp (docs/archite
 _ENTRY_TYPES = frozenset((0, 1))  # ENTRY_NORMAL, ENTRY_CONF_CHANGE
 _HELLO_MAGIC = "fastraft-peer"
 _HELLO_VERSION = 1
+_JOIN_MAGIC = "fastraft-join"
 _LEN = struct.Struct(">I")
 
 
@@ -315,6 +322,38 @@ def decode_hello(body: bytes) -> tuple[int, int]:
     if f[1] != _HELLO_VERSION or type(f[1]) is not int:
         raise WireError(f"unsupported peer protocol version {f[1]!r}")
     return _u64(f[2], "cluster_id"), _u64(f[3], "member_id")
+
+
+def encode_join_answer(cluster_id: int, members: dict[str, dict[str, Any]]) -> bytes:
+    """The answer to a join query (a hello with cluster_id 0): the cluster id and members."""
+    _u64(cluster_id, "cluster_id")
+    return _pack([_JOIN_MAGIC, _HELLO_VERSION, cluster_id, members])
+
+
+def decode_join_answer(body: bytes) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Return ``(cluster_id, members)``; members are checked for shape."""
+    f = _list(_unpack(body), "join answer", 4)
+    if f[0] != _JOIN_MAGIC:
+        raise WireError("not a fastraft join answer")
+    if f[1] != _HELLO_VERSION or type(f[1]) is not int:
+        raise WireError(f"unsupported join protocol version {f[1]!r}")
+    cid = _u64(f[2], "cluster_id")
+    members = _str_map(f[3], "members")
+    out: dict[str, dict[str, Any]] = {}
+    for h, m in members.items():
+        try:
+            mid = int(h, 16)
+        except ValueError:
+            raise WireError(f"member id {h!r} is not hex") from None
+        m = _str_map(m, "member")
+        urls = _list(m.get("peer_urls", []), "peer_urls")
+        curls = _list(m.get("client_urls", []), "client_urls")
+        if not all(type(u) is str for u in urls + curls) or type(m.get("name", "")) is not str:
+            raise WireError("member names and URLs must be strings")
+        out[format(mid, "x")] = {"name": m.get("name", ""), "peer_urls": list(urls),
+                                 "client_urls": list(curls),
+                                 "is_learner": _bool(m.get("is_learner", False), "is_learner")}
+    return cid, out
 
 
 # ------------------------------------------------------------------------- client protocol

@@ -1,0 +1,117 @@
+"""Joining a running cluster (``--initial-cluster-state existing`` with an empty data dir).
+
+The new member's cluster id cannot be computed from ``--initial-cluster`` (the cluster id comes
+from the INITIAL members, and the list now names the new member too), so it asks the other
+members listed there, on their peer port: a hello with cluster id 0 is a join query, answered
+with the cluster id and the current member list (wire.py). The member must already be in that
+list (``fastractl member add`` first): its id is the one member_add assigned, since both hash
+the same name, peer URLs and token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from fastraft.config import ServerConfig, parse_url
+from fastraft.errors import ConfigError
+from fastraft.wire import (
+    FrameDecoder,
+    WireError,
+    decode_join_answer,
+    encode_hello,
+    frame,
+)
+
+__all__ = ["discover_cluster", "query_member", "conf_from_members"]
+
+log = logging.getLogger("fastraft.join")
+
+# The answer is one small frame; anything bigger is not a fastraft member.
+_MAX_ANSWER = 16 * 1024 * 1024
+# A member that answers without listing us may lag the leader by a moment: ask again for this
+# long before concluding that `member add` was not run.
+NOT_LISTED_GRACE = 1.0
+
+
+async def query_member(addr: tuple[str, int], member_id: int, timeout: float
+                       ) -> tuple[int, dict[str, dict[str, Any]]]:
+    """Ask one member at ``addr`` (its peer port) for (cluster id, members).
+
+    Raises OSError, asyncio.TimeoutError or WireError."""
+    async def ask() -> tuple[int, dict[str, dict[str, Any]]]:
+        reader, writer = await asyncio.open_connection(*addr)
+        try:
+            writer.write(frame(encode_hello(0, member_id)))
+            dec = FrameDecoder(_MAX_ANSWER)
+            for _ in range(10_000):  # bounded: the answer is one frame
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("closed without answering (an older fastraft, or "
+                                          "another cluster's member?)")
+                bodies = dec.feed(data)
+                if bodies:
+                    return decode_join_answer(bodies[0])
+            raise WireError("no complete answer")
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(ask(), timeout)
+
+
+def conf_from_members(members: dict[str, dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """(voters, learners) as recorded in a members map."""
+    voters = sorted(int(h, 16) for h, m in members.items() if not m.get("is_learner"))
+    learners = sorted(int(h, 16) for h, m in members.items() if m.get("is_learner"))
+    return voters, learners
+
+
+async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0
+                           ) -> tuple[int, dict[str, dict[str, Any]]]:
+    """(cluster id, members) of the running cluster this member joins.
+
+    Asks the other members of --initial-cluster in turn until one lists this member, for at
+    most ``timeout`` seconds. Raises ConfigError saying what went wrong."""
+    others = [(name, url) for name, urls in cfg.initial_cluster if name != cfg.name
+              for url in urls]
+    if not others:
+        raise ConfigError("--initial-cluster-state existing: --initial-cluster lists no other "
+                          "member to join through", flag="initial-cluster")
+    me = format(cfg.member_id, "x")
+    problems: dict[str, str] = {}
+    not_listed: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    first_answer = time.monotonic()
+    for _round in range(1000):  # bounded in count and (below) in time
+        for name, url in others:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                cid, members = await query_member(parse_url(url), cfg.member_id, min(1.0, left))
+            except (OSError, asyncio.TimeoutError, WireError, ValueError) as e:
+                problems[f"{name} ({url})"] = (str(e) or type(e).__name__)
+                continue
+            if me in members:
+                log.info("%s: joining cluster %x (answered by %s)", cfg.name, cid, name)
+                return cid, members
+            if not not_listed:
+                first_answer = time.monotonic()
+            not_listed[f"{name} ({url})"] = cid
+        if time.monotonic() >= deadline:
+            break
+        if not_listed and time.monotonic() >= first_answer + NOT_LISTED_GRACE:
+            break
+        await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+    if not_listed:
+        asked = ", ".join(not_listed)
+        raise ConfigError(
+            f"this member ({cfg.name}, {me}) is not in the cluster's member list (asked "
+            f"{asked}); run `fastractl member add {cfg.name} "
+            f"--peer-urls={','.join(cfg.initial_advertise_peer_urls)}` first, with the same "
+            f"--initial-cluster-token", flag="initial-cluster")
+    detail = "; ".join(f"{k}: {v}" for k, v in problems.items())
+    raise ConfigError(f"cannot join: no member of --initial-cluster answered within "
+                      f"{timeout:g}s ({detail})", flag="initial-cluster")
