@@ -590,13 +590,7 @@ def member_remove(s: Settings, member_id: str) -> None:
     Example:
       fastractl member remove 8e9e05c52164694d
     """
-    mid = parse_member_id(member_id)
-    with s.client() as c:
-        res = c.member_remove(mid)
-    if s.write_out == "json":
-        _echo_json(_member_change_json(res))
-    else:
-        click.echo(f"Member {mid:x} removed from cluster {res.header.cluster_id:x}")
+    _member_change(s, member_id, Client.member_remove, "removed from")
 
 
 @member.command(name="promote")
@@ -610,13 +604,18 @@ def member_promote(s: Settings, member_id: str) -> None:
     Example:
       fastractl member promote 8e9e05c52164694d
     """
+    _member_change(s, member_id, Client.member_promote, "promoted in")
+
+
+def _member_change(s: Settings, member_id: str, call: Callable[[Client, int], Any],
+                   done: str) -> None:
     mid = parse_member_id(member_id)
     with s.client() as c:
-        res = c.member_promote(mid)
+        res = call(c, mid)
     if s.write_out == "json":
         _echo_json(_member_change_json(res))
     else:
-        click.echo(f"Member {mid:x} promoted in cluster {res.header.cluster_id:x}")
+        click.echo(f"Member {mid:x} {done} cluster {res.header.cluster_id:x}")
 
 
 # ---------------------------------------------------------------------------- endpoint
