@@ -12,6 +12,7 @@ import threading
 import time
 
 import lincheck
+from acked_writes import write_acked
 
 from fastraft import Client
 from fastraft.errors import (
@@ -128,18 +129,8 @@ def test_acknowledged_writes_survive_kill_9_of_the_leader_and_a_full_crash(make_
     acked: list[int] = []
     stop = threading.Event()
 
-    def writer() -> None:
-        with Client(lc.endpoints, timeout=2.0) as c:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                try:
-                    c.put(b"k%06d" % i, b"v%d" % i)
-                except FastraftError:
-                    continue  # not acknowledged: no promise to check
-                acked.append(i)
-
-    t = threading.Thread(target=writer, daemon=True)
+    t = threading.Thread(target=write_acked, args=(lc.endpoints, 0, 100_000, acked, stop),
+                         daemon=True)
     t.start()
     try:
         deadline = time.monotonic() + 10

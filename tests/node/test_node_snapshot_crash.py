@@ -9,23 +9,9 @@ from __future__ import annotations
 
 import threading
 
-from fastraft import Client
-from fastraft.errors import FastraftError
 from fastraft.localcluster import LocalCluster, request
-from polling import wait_for  # tests/ is on pytest's pythonpath
-
-
-def _write(lc: LocalCluster, first: int, count: int, acked: list[int],
-           stop: threading.Event | None = None) -> None:
-    with Client(lc.endpoints, timeout=2.0) as c:
-        for i in range(first, first + count):
-            if stop is not None and stop.is_set():
-                return
-            try:
-                c.put(b"k%06d" % i, b"v%d" % i)
-            except FastraftError:
-                continue  # not acknowledged: no promise to check
-            acked.append(i)
+from acked_writes import write_acked  # tests/ is on pytest's pythonpath
+from polling import wait_for
 
 
 def _crash_all_and_restart(lc: LocalCluster, names: list[str]) -> None:
@@ -44,7 +30,8 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     names = [m.name for m in lc.members]
     acked: list[int] = []
     stop = threading.Event()
-    t = threading.Thread(target=_write, args=(lc, 0, 100_000, acked, stop), daemon=True)
+    t = threading.Thread(target=write_acked, args=(lc.endpoints, 0, 100_000, acked, stop),
+                         daemon=True)
     t.start()
     try:
         wait_for(lambda: len(acked) >= 300, 20, "300 acknowledged writes")
@@ -61,14 +48,14 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     for n in up:
         lc.wait_ready(n)
     lc.wait_leader(timeout=15, among=up)
-    _write(lc, 200_000, 200, acked)  # the log moves far past what the lagger has
+    write_acked(lc.endpoints, 200_000, 200, acked)  # the log moves far past what the lagger has
     # Crash again: the leader that serves the lagger below restarts from a view-only snapshot.
     _crash_all_and_restart(lc, up)
     leader = lc.wait_leader(timeout=15, among=up)
     assert "took snapshot" in lc.member(leader).log_text()
     lc.start(lagger)
     lc.wait_ready(lagger)
-    _write(lc, 300_000, 20, acked)
+    write_acked(lc.endpoints, 300_000, 20, acked)
     lst = lc.status(leader)
     assert lst is not None
     wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)

@@ -12,7 +12,10 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from inprocess_member import InProcessMember  # tests/ is on pytest's pythonpath
 
@@ -46,82 +49,83 @@ def _pipelined_puts(endpoint: str, n: int, chunk: int = 0, gap: float = 0.0) -> 
     return oks
 
 
-def test_committed_entries_are_applied_while_the_ready_syncs(tmp_path: Path) -> None:
+@pytest.fixture
+def member(tmp_path: Path) -> Iterator[InProcessMember]:
+    """One in-process member that has elected itself and applied a first put."""
     m = InProcessMember(tmp_path / "m")
     m.start()
     try:
-        node = m.node
-        st, kv = node.storage, node.kv
-        assert st is not None and kv is not None
         with Client(m.endpoint, timeout=10.0) as c:  # waits out the first election
             c.put(b"warm", b"up")
-        # (first index being synced, applied when the sync began, applied before it ended)
-        seen: list[tuple[int, int, int]] = []
-        real_save, real_sync = st.save, st.sync
-        first = [0]
-
-        def save(hs, entries, snap=None):  # type: ignore[no-untyped-def]
-            if entries:
-                first[0] = entries[0][0]
-            return real_save(hs, entries, snap)
-
-        def sync() -> None:  # in the sync thread
-            fi, first[0] = first[0], 0
-            if fi:
-                at_start = kv.applied
-                # Everything before this ready's entries is committed (one member) and durable:
-                # it must be applied before this sync ends. Bounded poll; the loop applies.
-                deadline = time.monotonic() + 5.0
-                while kv.applied < fi - 1 and time.monotonic() < deadline:
-                    time.sleep(0.001)
-                seen.append((fi, at_start, kv.applied))
-                time.sleep(0.005)  # a slow disk: later puts pile up behind this sync
-            real_sync()
-
-        def patch() -> None:
-            node.inline_sync_max_entries = 0  # every ready with entries syncs in the thread
-            st.save = save  # type: ignore[method-assign]
-            st.sync = sync  # type: ignore[method-assign]
-
-        m.call(patch)
-        oks = _pipelined_puts(m.endpoint, 200, chunk=10, gap=0.002)
-        assert oks == [True] * 200
-        assert len(seen) >= 2, seen
-        assert all(applied_end == fi - 1 for fi, _, applied_end in seen), seen
-        # Not vacuous: some ready carried committed entries and applied them during its sync.
-        assert any(at_start < fi - 1 for fi, at_start, _ in seen), seen
+        yield m
     finally:
         m.stop()
 
 
-def test_big_readies_sync_in_the_sync_thread_and_every_put_is_applied(tmp_path: Path) -> None:
-    m = InProcessMember(tmp_path / "m")
-    m.start()
-    try:
-        node = m.node
-        st, kv = node.storage, node.kv
-        assert st is not None and kv is not None
-        with Client(m.endpoint, timeout=10.0) as c:
-            c.put(b"warm", b"up")
-        threads: set[str] = set()
-        real_sync = st.sync
+def test_committed_entries_are_applied_while_the_ready_syncs(
+        member: InProcessMember) -> None:
+    node = member.node
+    st, kv = node.storage, node.kv
+    assert st is not None and kv is not None
+    # (first index being synced, applied when the sync began, applied before it ended)
+    seen: list[tuple[int, int, int]] = []
+    real_save, real_sync = st.save, st.sync
+    first = [0]
 
-        def sync() -> None:
-            threads.add(threading.current_thread().name)
-            real_sync()
+    def save(hs, entries, snap=None):  # type: ignore[no-untyped-def]
+        if entries:
+            first[0] = entries[0][0]
+        return real_save(hs, entries, snap)
 
-        def patch() -> None:
-            node.inline_sync_max_entries = 0  # every ready with entries goes to the thread
-            st.sync = sync  # type: ignore[method-assign]
+    def sync() -> None:  # in the sync thread
+        fi, first[0] = first[0], 0
+        if fi:
+            at_start = kv.applied
+            # Everything before this ready's entries is committed (one member) and durable:
+            # it must be applied before this sync ends. Bounded poll; the loop applies.
+            deadline = time.monotonic() + 5.0
+            while kv.applied < fi - 1 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            seen.append((fi, at_start, kv.applied))
+            time.sleep(0.005)  # a slow disk: later puts pile up behind this sync
+        real_sync()
 
-        m.call(patch)
-        assert _pipelined_puts(m.endpoint, 300) == [True] * 300
-        assert threads == {"sync-solo"}, threads
-        applied = m.call(lambda: kv.applied)
-        assert applied == m.call(lambda: node.raft.commit)  # type: ignore[union-attr]
-        assert m.call(lambda: kv.revision) >= 301
-    finally:
-        m.stop()
+    def patch() -> None:
+        node.inline_sync_max_entries = 0  # every ready with entries syncs in the thread
+        st.save = save  # type: ignore[method-assign]
+        st.sync = sync  # type: ignore[method-assign]
+
+    member.call(patch)
+    oks = _pipelined_puts(member.endpoint, 200, chunk=10, gap=0.002)
+    assert oks == [True] * 200
+    assert len(seen) >= 2, seen
+    assert all(applied_end == fi - 1 for fi, _, applied_end in seen), seen
+    # Not vacuous: some ready carried committed entries and applied them during its sync.
+    assert any(at_start < fi - 1 for fi, at_start, _ in seen), seen
+
+
+def test_big_readies_sync_in_the_sync_thread_and_every_put_is_applied(
+        member: InProcessMember) -> None:
+    node = member.node
+    st, kv = node.storage, node.kv
+    assert st is not None and kv is not None
+    threads: set[str] = set()
+    real_sync = st.sync
+
+    def sync() -> None:
+        threads.add(threading.current_thread().name)
+        real_sync()
+
+    def patch() -> None:
+        node.inline_sync_max_entries = 0  # every ready with entries goes to the thread
+        st.sync = sync  # type: ignore[method-assign]
+
+    member.call(patch)
+    assert _pipelined_puts(member.endpoint, 300) == [True] * 300
+    assert threads == {"sync-solo"}, threads
+    applied = member.call(lambda: kv.applied)
+    assert applied == member.call(lambda: node.raft.commit)  # type: ignore[union-attr]
+    assert member.call(lambda: kv.revision) >= 301
 
 
 def test_syncer_reports_errors_runs_before_start_returns_and_stops() -> None:
