@@ -380,7 +380,9 @@ class KV:
                     continue
                 # Fast path for the common command, a plain put (see _plain_put): for it the
                 # generic validation cannot fail (sizes are not checked at apply), so it is
-                # skipped. Anything else goes the long way.
+                # skipped. Anything else goes the long way. The body is _put inlined (calling
+                # _put measured ~5% slower per batch); test_kv_apply_batch checks that both
+                # write the same bytes, so the two cannot drift apart unnoticed.
                 if type(cmd) is list and len(cmd) == 2 and cmd[0] == "put":
                     kv_pair = _plain_put(cmd[1])
                     if kv_pair is not None:

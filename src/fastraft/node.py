@@ -280,9 +280,6 @@ class Node:
         # Measured (3 members + load tool on 2 cores, noisy): ~28k vs ~24k puts/s at 128
         # clients against always-executor; always-inline was no better.
         self.inline_sync_max_entries = 8
-        # Apply committed entries before this ready's own sync (see _run_ready); False only to
-        # measure the difference.
-        self.apply_before_sync = True
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -558,8 +555,7 @@ class Node:
         # The core hands out only entries that are committed AND already durable here (from
         # earlier readies), so they need not wait for this ready's sync: they can be applied,
         # and their clients answered, before or while the disk syncs (etcd's leader does so).
-        can_apply = (bool(rd.committed_entries) and rd.snapshot is None
-                     and self.apply_before_sync)
+        can_apply = bool(rd.committed_entries) and rd.snapshot is None
         if len(rd.entries) <= self.inline_sync_max_entries:
             # A small batch means the loop is nearly idle: sync right here rather than pay two
             # thread hand-offs (start + call_soon_threadsafe wake-up) for it. Our messages are
