@@ -102,6 +102,14 @@ def test_probes_measure_and_clean_up(tmp_path) -> None:
     assert len(r) == 200 and all(0 < x < 1000 for x in r)
     m = probes.measure(str(tmp_path), fsyncs=10, rtts=50)
     assert m["target_ms"] == pytest.approx(2 * (m["fsync_ms"] + m["rtt_ms"]), abs=1e-3)
+    assert m["fsync3_ms"] > 0 and m["pipeline_ms"] > 0
+    pl = probes.replication_pipeline_ms(str(tmp_path), n=20, warmup=2)
+    assert len(pl) == 20 and all(0 < x < 1000 for x in pl)
+    f3 = probes.concurrent_fsync_append_ms(str(tmp_path), procs=3, n=5)
+    assert len(f3) == 15 and all(x > 0 for x in f3)
+    assert os.listdir(tmp_path) == []  # every prober and pipeline member removed its file
+    with pytest.raises(ValueError):
+        probes.concurrent_fsync_append_ms(str(tmp_path), procs=0)
     with pytest.raises(ValueError):
         probes.fsync_append_ms(str(tmp_path), n=0)
 
