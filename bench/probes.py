@@ -75,6 +75,44 @@ def fsync_append_ms(directory: str, n: int = 200, size: int = BLOCK) -> list[flo
     return out
 
 
+def _read_port(p: subprocess.Popen, what: str) -> int:
+    """The port a child prints as its first line once it listens."""
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if not line.strip().isdigit():
+        raise RuntimeError(f"{what} did not start (said {line!r})")
+    return int(line)
+
+
+def _timed_round_trips(port: int, msg: bytes, reply_len: int, n: int, warmup: int,
+                       timeout: float) -> list[float]:
+    """Send `msg` and wait for `reply_len` bytes back, warmup + n times; the last n in ms."""
+    out: list[float] = []
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(warmup + n):
+            t0 = time.perf_counter_ns()
+            s.sendall(msg)
+            got = 0
+            while got < reply_len:  # bounded: the socket has a timeout
+                d = s.recv(65536)
+                if not d:
+                    raise ConnectionError("the probe's peer closed the connection")
+                got += len(d)
+            if i >= warmup:
+                out.append((time.perf_counter_ns() - t0) / 1e6)
+    return out
+
+
+def _reap(p: subprocess.Popen, timeout: float) -> None:
+    """Wait up to `timeout` s for a child to exit, then kill it by PID."""
+    try:
+        p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait(timeout=5)
+
+
 # Each concurrent prober is its own process (the members are); it says "ready" once started,
 # waits for the go line on stdin so that all of them sync at the same time, then prints its
 # times as JSON.
@@ -116,11 +154,7 @@ def concurrent_fsync_append_ms(directory: str, procs: int = 3, n: int = 200) -> 
         for k in kids:
             if k.stdin is not None:
                 k.stdin.close()  # a prober still waiting for "go" gets EOF and goes on
-            try:
-                k.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                k.kill()
-                k.wait(timeout=5)
+            _reap(k, 30)
 
 
 # One member of the bare replication pipeline. Messages have a fixed size, acks are one byte.
@@ -195,35 +229,18 @@ def replication_pipeline_ms(directory: str, n: int = 500, size: int = 300,
                                  str(size)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 text=True)
 
-    def port_of(p: subprocess.Popen) -> int:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"pipeline member did not start (said {line!r})")
-        return int(line)
-
     procs: list[subprocess.Popen] = []
     ok = False
     try:
         procs = [member("follower"), member("follower")]
-        fports = [port_of(p) for p in procs]
+        fports = [_read_port(p, "pipeline member") for p in procs]
         leader = member("leader")
         procs.append(leader)
-        lport = port_of(leader)
+        lport = _read_port(leader, "pipeline member")
         assert leader.stdin is not None
         leader.stdin.write(" ".join(map(str, fports)) + "\n")
         leader.stdin.flush()
-        msg = os.urandom(size)
-        out: list[float] = []
-        with socket.create_connection(("127.0.0.1", lport), timeout=10.0) as s:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(warmup + n):
-                t0 = time.perf_counter_ns()
-                s.sendall(msg)
-                if not s.recv(1):  # bounded: the socket has a 10 s timeout
-                    raise ConnectionError("pipeline leader closed the connection")
-                if i >= warmup:
-                    out.append((time.perf_counter_ns() - t0) / 1e6)
+        out = _timed_round_trips(lport, os.urandom(size), 1, n, warmup, 10.0)  # 1-byte acks
         ok = True
         return out
     finally:
@@ -232,11 +249,7 @@ def replication_pipeline_ms(directory: str, n: int = 500, size: int = 300,
         for p in reversed(procs):
             if p.stdin is not None:
                 p.stdin.close()
-            try:
-                p.wait(timeout=10 if ok else 1)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=5)
+            _reap(p, 10 if ok else 1)
 
 
 def loopback_rtt_ms(n: int = 2000, warmup: int = 100) -> list[float]:
@@ -246,32 +259,10 @@ def loopback_rtt_ms(n: int = 2000, warmup: int = 100) -> list[float]:
     p = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER], stdout=subprocess.PIPE,
                          stdin=subprocess.DEVNULL, text=True)
     try:
-        assert p.stdout is not None
-        line = p.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"echo server did not start (said {line!r})")
-        out: list[float] = []
-        with socket.create_connection(("127.0.0.1", int(line)), timeout=5.0) as s:
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            for i in range(warmup + n):
-                t0 = time.perf_counter_ns()
-                s.sendall(_MSG)
-                got = 0
-                while got < len(_MSG):  # bounded: the socket has a 5 s timeout
-                    d = s.recv(65536)
-                    if not d:
-                        raise ConnectionError("echo server closed the connection")
-                    got += len(d)
-                if i >= warmup:
-                    out.append((time.perf_counter_ns() - t0) / 1e6)
-        return out
+        return _timed_round_trips(_read_port(p, "echo server"), _MSG, len(_MSG), n, warmup, 5.0)
     finally:
         # Closing our end makes the echo loop see EOF and exit; bounded wait, then kill by PID.
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
+        _reap(p, 5)
 
 
 def measure(directory: str, fsyncs: int = 200, rtts: int = 2000,
