@@ -102,15 +102,27 @@ def test_clients_follow_the_majority_through_a_partition(lab: netlab.Lab, tmp_pa
     majority = [m for m in _MEMBERS if m != old]
 
     until = time.time() + 1.0 + _PRE + _PARTITION + _AFTER
+    # ca uses the blocking Client, cb the AsyncClient, cm (cut off later) the blocking one.
     workers = {c: lab.popen(c, [sys.executable, _WORKER, "load", "--endpoints", endpoints,
                                 "--client", c, "--keys", _KEYS, "--until", str(until),
-                                "--timeout", str(_CLIENT_TIMEOUT)],
+                                "--timeout", str(_CLIENT_TIMEOUT),
+                                *(["--async"] if c == "cb" else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for c in _CLIENTS}
     time.sleep(1.0 + _PRE)
     lab.partition([old, "cm"], [*majority, "ca", "cb"])
     t_cut = time.time()  # after: every host's rules are in
-    time.sleep(_PARTITION)
+
+    # Once the majority has a leader, fastractl on its side writes, though the cut-off member
+    # comes first in its endpoints (a fresh process: nothing remembered).
+    wait_for(lambda: any(t > t_cut for m in majority
+                         for t, _ in _log_times(logs[m], r"became leader at term")),
+             _PARTITION - 1.0, "a leader on the majority side")
+    ctl_eps = ",".join(f"{addr[m]}:2379" for m in [old, *majority])
+    p = lab.run("ca", [sys.executable, "-m", "fastraft.ctl", "put", "ctl", "during-cut",
+                       "--endpoints", ctl_eps, "--command-timeout", "2s"], env=env)
+    assert p.returncode == 0 and p.stdout == "OK\n", p.stderr
+    time.sleep(max(0.0, t_cut + _PARTITION - time.time()))
     t_heal = time.time()  # before: healing takes each host's rules out in turn
     lab.heal()
 
@@ -158,9 +170,11 @@ def test_clients_follow_the_majority_through_a_partition(lab: netlab.Lab, tmp_pa
         return len(applied) == 1 and None not in applied
 
     wait_for(settled, 20, "every member to apply the same index")
-    final = _worker(lab, "cm", "read", "--endpoints", endpoints, "--keys", _KEYS)
+    final = _worker(lab, "cm", "read", "--endpoints", endpoints, "--keys", _KEYS + ",ctl")
     views = list(final["members"].values())  # type: ignore[index]
     assert all(v == views[0] for v in views), final
+    assert views[0]["ctl"] == "during-cut"  # fastractl's write reached every member
+    final["linearizable"] = [r for r in final["linearizable"] if r["key"] != "ctl"]  # type: ignore
     ops = []
     for op in [o for c in _CLIENTS for o in history[c]] + [
             dict(r, kind="get", outcome="ok") for r in final["linearizable"]]:  # type: ignore

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from fakeserver import FakeCluster
 from fastraft.ctl import cli, humanize_bytes, parse_compare, parse_duration, parse_op, parse_txn
@@ -214,13 +214,12 @@ def test_subprocess_roundtrip(cluster: FakeCluster) -> None:
 
 # ------------------------------------------------- global options anywhere (as etcdctl's)
 
-def _run(args: list[str], env: dict[str, str] | None = None, input: str | None = None):  # type: ignore[no-untyped-def]
-    # No endpoint variables from the caller's shell: each test says what it sets.
-    base = {"FASTRAFT_ENDPOINTS": None, "ETCDCTL_ENDPOINTS": None, "FASTRAFT_WRITE_OUT": None,
-            "ETCDCTL_WRITE_OUT": None, "FASTRAFT_COMMAND_TIMEOUT": None,
-            "ETCDCTL_COMMAND_TIMEOUT": None, "FASTRAFT_DIAL_TIMEOUT": None,
-            "ETCDCTL_DIAL_TIMEOUT": None}
-    return CliRunner().invoke(cli, args, env={**base, **(env or {})}, input=input)
+def _run(args: list[str], env: dict[str, str] | None = None) -> Result:
+    # No settings from the caller's shell: each test says what it sets.
+    base: dict[str, str | None] = {
+        f"{p}_{n}": None for p in ("FASTRAFT", "ETCDCTL")
+        for n in ("ENDPOINTS", "WRITE_OUT", "COMMAND_TIMEOUT", "DIAL_TIMEOUT")}
+    return CliRunner().invoke(cli, args, env={**base, **(env or {})})
 
 
 # Each command as words, with the places a global option may go: after every word of the
