@@ -396,3 +396,12 @@ def test_member_list_table_exact(cluster: FakeCluster) -> None:
     assert hdr[0] == " ID  " and hdr[1] == " STATUS  "
     assert lines[3] == f"| 100 | started | m100 | {peer} | {client} |      false |"
     assert len(lines) == 3 + 3 + 1
+
+
+def test_help_of_every_command_lists_the_global_options() -> None:
+    for args in (["put", "--help"], ["member", "list", "--help"], ["member", "--help"],
+                 ["endpoint", "status", "--help"], ["watch", "--help"]):
+        r = _run(args)
+        assert r.exit_code == 0 and "Example" in r.output, args
+        assert "Global Options (before or after the command)" in r.output, args
+        assert "--write-out" in r.output and "ETCDCTL_ENDPOINTS" in r.output, args
