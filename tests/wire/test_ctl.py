@@ -405,3 +405,17 @@ def test_help_of_every_command_lists_the_global_options() -> None:
         assert r.exit_code == 0 and "Example" in r.output, args
         assert "Global Options (before or after the command)" in r.output, args
         assert "--write-out" in r.output and "ETCDCTL_ENDPOINTS" in r.output, args
+
+
+def test_other_global_options_from_the_environment(cluster: FakeCluster) -> None:
+    eps = ",".join(cluster.endpoints)
+    cluster.store.put({"key": b"k", "value": b"v"})
+    r = _run(["get", "k", "--endpoints", eps], env={"ETCDCTL_WRITE_OUT": "json"})
+    assert json.loads(r.stdout)["count"] == 1
+    r = _run(["get", "k", "--endpoints", eps], env={"FASTRAFT_WRITE_OUT": "simple",
+                                                    "ETCDCTL_WRITE_OUT": "json"})
+    assert r.stdout == "k\nv\n"
+    r = _run(["get", "k", "--endpoints", eps, "-w", "simple"], env={"ETCDCTL_WRITE_OUT": "json"})
+    assert r.stdout == "k\nv\n"
+    r = _run(["get", "k", "--endpoints", eps], env={"ETCDCTL_COMMAND_TIMEOUT": "5"})
+    assert r.exit_code == 2 and "--command-timeout" in r.stderr
