@@ -13,7 +13,8 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
   not followed meanwhile), so the calls that follow go straight to members that answer.
 * **Reads** are retried across endpoints until the call's deadline (``timeout``, 5 s by default):
   reading twice is harmless. One attempt waits at most ``request_timeout`` (a third of the
-  call's by default) before the read is asked elsewhere.
+  call's by default) before the read is asked elsewhere. A sent write waits until the call's
+  deadline, or ``request_timeout`` when one is given (then: outcome unknown, below).
 * **Writes** (put, delete, txn, compact) are retried *only* when the cluster said they were not
   applied (``NOT_LEADER``, ``NO_LEADER``, ``NOT_COMMITTED``) or when no connection could be made
   so nothing was sent (a connect that never completed sent nothing, so the write is tried on
@@ -496,8 +497,11 @@ class _Attempts:
         self.redirect = redirect
         self.slow = slow if slow is not None else _SlowEndpoints()
         self.connect_timeout = min(connect_timeout, timeout * _CONNECT_SHARE)
-        # A read attempt has its own bound (then it is asked elsewhere); a write once sent
-        # waits for its answer until the call's deadline: it must not be sent twice.
+        # A read attempt has its own bound (then it is asked elsewhere). A write once sent
+        # cannot be sent again, so by default it waits for its answer until the call's
+        # deadline (waiting is the only way to learn its outcome); an explicit request_timeout
+        # gives up on it sooner, as outcome unknown.
+        self.write_timeout = request_timeout
         if request_timeout is not None:
             self.read_timeout = request_timeout
         else:  # a pinned endpoint (status, health) has nowhere else to go: the whole call's
@@ -519,9 +523,10 @@ class _Attempts:
 
     def attempt_deadline(self) -> float:
         """When to give up waiting for the answer of the request just sent."""
-        if self.write:
+        bound = self.write_timeout if self.write else self.read_timeout
+        if bound is None:
             return self.deadline
-        return min(self.deadline, time.monotonic() + max(self.read_timeout, 0.001))
+        return min(self.deadline, time.monotonic() + max(bound, 0.001))
 
     def next(self) -> tuple[Endpoint | None, float]:
         """The next endpoint to try and how long to pause first; (None, 0) when out of time."""
@@ -714,9 +719,10 @@ class Client:
     """Blocking client: one plain socket per endpoint, one request at a time (thread-safe).
 
     ``timeout`` bounds each call, retries included. ``connect_timeout`` bounds one connect (at
-    most a third of ``timeout``); ``request_timeout`` one attempt of a read (default: a third of
-    ``timeout``). See the module docstring for when a write is retried and when it raises
-    :class:`fastraft.TimeoutError` (outcome unknown).
+    most a third of ``timeout``). ``request_timeout`` bounds the wait for one answer: a read
+    (default: a third of ``timeout``) is then asked elsewhere; a sent write (default: the whole
+    ``timeout``) then raises :class:`fastraft.TimeoutError`, outcome unknown, and is never sent
+    again. See the module docstring for when a write is retried.
     """
 
     def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,

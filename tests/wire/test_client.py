@@ -479,3 +479,23 @@ def test_client_rejects_bad_timeouts() -> None:
         Client("127.0.0.1:1", connect_timeout=0)
     with pytest.raises(ValueError, match="request_timeout"):
         AsyncClient("127.0.0.1:1", request_timeout=-1)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_write_request_timeout_gives_up_sooner_and_never_resends(cluster: FakeCluster,
+                                                                    kind: str) -> None:
+    """With request_timeout a sent write that gets no answer ends early, as outcome unknown
+    (the fake applied it: unknown is the truth), and is not sent to anyone else."""
+    cluster.servers[0].delays["put"] = 60.0
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="unknown"):
+        if kind == "sync":
+            with Client(cluster.endpoints, timeout=5.0, request_timeout=0.3) as c:
+                c.put("k", "v")
+        else:
+            async def main() -> None:
+                async with AsyncClient(cluster.endpoints, timeout=5.0, request_timeout=0.3) as c:
+                    await c.put("k", "v")
+            asyncio.run(main())
+    assert time.monotonic() - t0 < 3.0  # not the 5 s budget
+    assert sum(s.calls["put"] for s in cluster.servers) == 1
