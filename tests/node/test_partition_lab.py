@@ -96,9 +96,14 @@ def test_clients_follow_the_majority_through_a_partition(lab: netlab.Lab, tmp_pa
         lead = next(iter(ids))
         return next(m for m in _MEMBERS if st[f"{addr[m]}:2379"].get("member_id") == lead)
 
-    found: list[str] = []
-    wait_for(lambda: bool(found.append(leader() or "") or found[-1]), 30, "a leader")
-    old = found[-1]
+    old = ""
+
+    def leader_known() -> bool:
+        nonlocal old
+        old = leader() or ""
+        return bool(old)
+
+    wait_for(leader_known, 30, "a leader")
     majority = [m for m in _MEMBERS if m != old]
 
     until = time.time() + 1.0 + _PRE + _PARTITION + _AFTER
@@ -119,9 +124,9 @@ def test_clients_follow_the_majority_through_a_partition(lab: netlab.Lab, tmp_pa
                          for t, _ in _log_times(logs[m], r"became leader at term")),
              _PARTITION - 1.0, "a leader on the majority side")
     ctl_eps = ",".join(f"{addr[m]}:2379" for m in [old, *majority])
-    p = lab.run("ca", [sys.executable, "-m", "fastraft.ctl", "put", "ctl", "during-cut",
-                       "--endpoints", ctl_eps, "--command-timeout", "2s"], env=env)
-    assert p.returncode == 0 and p.stdout == "OK\n", p.stderr
+    ctl_put = lab.run("ca", [sys.executable, "-m", "fastraft.ctl", "put", "ctl", "during-cut",
+                             "--endpoints", ctl_eps, "--command-timeout", "2s"], env=env)
+    assert ctl_put.returncode == 0 and ctl_put.stdout == "OK\n", ctl_put.stderr
     time.sleep(max(0.0, t_cut + _PARTITION - time.time()))
     t_heal = time.time()  # before: healing takes each host's rules out in turn
     lab.heal()
