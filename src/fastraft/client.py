@@ -5,11 +5,20 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
 * **Leader discovery.** A member that is not the leader answers ``NOT_LEADER`` with the leader's
   client URLs; the client goes there next (and remembers it). Without a hint, or when an
   endpoint refuses the connection, it tries the next endpoint.
+* **Unreachable endpoints.** A partition drops packets: a connect to a cut-off member is not
+  refused, it never answers. So a connect has its own bound (``connect_timeout``, well below the
+  call's), and when one endpoint has not answered within a short stagger the next is dialled
+  beside it ("happy eyeballs", RFC 8305): the first to connect serves the call. An endpoint whose
+  connect or request timed out goes to the back of the order for a while (its leader hints are
+  not followed meanwhile), so the calls that follow go straight to members that answer.
 * **Reads** are retried across endpoints until the call's deadline (``timeout``, 5 s by default):
-  reading twice is harmless.
+  reading twice is harmless. One attempt waits at most ``request_timeout`` (a third of the
+  call's by default) before the read is asked elsewhere. A sent write waits until the call's
+  deadline, or ``request_timeout`` when one is given (then: outcome unknown, below).
 * **Writes** (put, delete, txn, compact) are retried *only* when the cluster said they were not
   applied (``NOT_LEADER``, ``NO_LEADER``, ``NOT_COMMITTED``) or when no connection could be made
-  so nothing was sent. If a write was sent and no answer came (deadline passed, connection lost),
+  so nothing was sent (a connect that never completed sent nothing, so the write is tried on
+  another endpoint). If a write was sent and no answer came (deadline passed, connection lost),
   the client raises :class:`fastraft.TimeoutError`: the write may or may not have been applied,
   and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
 * Server errors become the matching exception of :mod:`fastraft.errors`.
@@ -24,7 +33,9 @@ Keys and values may be ``str`` (encoded as UTF-8) or ``bytes``; results always h
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import os
 import select
 import socket
 import threading
@@ -79,9 +90,19 @@ MAX_RESPONSE_FRAME = MAX_PEER_FRAME
 _RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED"})
 # Codes after which a read may be tried again, possibly elsewhere.
 _RETRY_READ = _RETRY_WRITE | {"TIMEOUT", "STOPPING"}
-# Pause between rounds over all endpoints, so a cluster mid-election is not hammered.
+# Pause between rounds over all endpoints, so a cluster mid-election is not hammered; short
+# enough that a call notices a newly elected leader within a fraction of a second.
 _ROUND_PAUSE_MIN = 0.025
-_ROUND_PAUSE_MAX = 0.5
+_ROUND_PAUSE_MAX = 0.25
+# A connect's own bound, at most this share of the call's time: one unanswered endpoint must
+# leave time for the others.
+DEFAULT_CONNECT_TIMEOUT = 1.0
+_CONNECT_SHARE = 1 / 3
+# How long a connect may go unanswered before the next endpoint is dialled beside it (RFC 8305
+# suggests 250 ms on the open internet; a cluster's members are closer than that).
+_DIAL_STAGGER = 0.1
+# How long an endpoint that timed out stays at the back of the order.
+_SLOW_PENALTY = 5.0
 
 Endpoint = tuple[str, int]
 
@@ -435,17 +456,58 @@ def _fmt(ep: Endpoint) -> str:
     return f"[{ep[0]}]:{ep[1]}" if ":" in ep[0] else f"{ep[0]}:{ep[1]}"
 
 
+class _SlowEndpoints:
+    """Endpoints that recently let a connect or a request time out (a partition, a stopped host):
+    tried after the others, and hints pointing at them not followed, until their penalty ends or
+    they answer again. Reset by any answer, so a healed member is back at once when it answers."""
+
+    def __init__(self) -> None:
+        self._until: dict[Endpoint, float] = {}
+
+    def punish(self, ep: Endpoint) -> None:
+        self._until[ep] = time.monotonic() + _SLOW_PENALTY
+
+    def forgive(self, ep: Endpoint) -> None:
+        self._until.pop(ep, None)
+
+    def slow(self, ep: Endpoint) -> bool:
+        until = self._until.get(ep)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            del self._until[ep]
+            return False
+        return True
+
+    def order(self, eps: list[Endpoint]) -> list[Endpoint]:
+        """``eps`` with the slow ones moved to the back (stable otherwise)."""
+        return [e for e in eps if not self.slow(e)] + [e for e in eps if self.slow(e)]
+
+
 class _Attempts:
     """The retry policy of one call: which endpoint next, and whether to try again."""
 
     def __init__(self, endpoints: list[Endpoint], preferred: Endpoint | None, timeout: float,
-                 write: bool, redirect: bool = True) -> None:
+                 write: bool, redirect: bool = True, slow: _SlowEndpoints | None = None,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 request_timeout: float | None = None) -> None:
         self.deadline = time.monotonic() + timeout
         self.timeout = timeout
         self.write = write
         self.redirect = redirect
+        self.slow = slow if slow is not None else _SlowEndpoints()
+        self.connect_timeout = min(connect_timeout, timeout * _CONNECT_SHARE)
+        # A read attempt has its own bound (then it is asked elsewhere). A write once sent
+        # cannot be sent again, so by default it waits for its answer until the call's
+        # deadline (waiting is the only way to learn its outcome); an explicit request_timeout
+        # gives up on it sooner, as outcome unknown.
+        self.write_timeout = request_timeout
+        if request_timeout is not None:
+            self.read_timeout = request_timeout
+        else:  # a pinned endpoint (status, health) has nowhere else to go: the whole call's
+            self.read_timeout = timeout * _CONNECT_SHARE if redirect else timeout
         order = list(endpoints)
-        if preferred is not None:
+        if preferred is not None and not self.slow.slow(preferred):
             if preferred in order:
                 order.remove(preferred)
             order.insert(0, preferred)
@@ -458,6 +520,13 @@ class _Attempts:
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
+
+    def attempt_deadline(self) -> float:
+        """When to give up waiting for the answer of the request just sent."""
+        bound = self.write_timeout if self.write else self.read_timeout
+        if bound is None:
+            return self.deadline
+        return min(self.deadline, time.monotonic() + max(bound, 0.001))
 
     def next(self) -> tuple[Endpoint | None, float]:
         """The next endpoint to try and how long to pause first; (None, 0) when out of time."""
@@ -472,15 +541,32 @@ class _Attempts:
             self.rounds += 1
             pause = min(_ROUND_PAUSE_MAX, _ROUND_PAUSE_MIN * (2 ** min(self.rounds, 10)))
             pause = min(pause, max(0.0, self.remaining()))
+        if self.pos == 0:
+            self.order = self.slow.order(self.order)  # each round: the answering ones first
         ep = self.order[self.pos]
         self.pos += 1
         return ep, pause
 
-    def connect_failed(self, ep: Endpoint, e: BaseException) -> None:
+    def fallbacks(self, ep: Endpoint) -> list[Endpoint]:
+        """What to dial beside ``ep`` if it does not answer: the others, answering ones first."""
+        if not self.redirect:
+            return []
+        return self.slow.order([e for e in self.order if e != ep])
+
+    def connect_failed(self, ep: Endpoint, e: BaseException | str) -> None:
         self.last = UnavailableError(f"cannot connect to {_fmt(ep)}: {e}")
 
-    def lost(self, ep: Endpoint, what: str) -> None:
+    def connect_timed_out(self, ep: Endpoint) -> None:
+        self.slow.punish(ep)
+        self.connect_failed(ep, "timed out")
+
+    def answered(self, ep: Endpoint) -> None:
+        self.slow.forgive(ep)
+
+    def lost(self, ep: Endpoint, what: str, timed_out: bool = False) -> None:
         """The request was sent and no answer came: fatal for a write, retried for a read."""
+        if timed_out:
+            self.slow.punish(ep)
         if self.write:
             raise TimeoutError(f"no answer from {_fmt(ep)} ({what}): the outcome of the write is "
                                f"unknown; read the key to find out before retrying")
@@ -499,10 +585,14 @@ class _Attempts:
         if code == "NOT_LEADER":
             for url in extra.get("leader_urls") or []:
                 try:
-                    self.hint = parse_endpoint(str(url))
-                    break
+                    hint = parse_endpoint(str(url))
                 except ValueError:
                     continue
+                # A follower that has not yet noticed its leader is cut off still names it:
+                # an endpoint that just timed out is not chased again.
+                if hint != ep and not self.slow.slow(hint):
+                    self.hint = hint
+                break
 
     def exhausted(self) -> FastraftError:
         waited = f"{self.timeout:g}s"
@@ -516,12 +606,78 @@ class _Attempts:
         return TimeoutError(f"request timed out after {waited}")
 
 
+def _addr(ep: Endpoint) -> tuple[int, tuple[Any, ...]]:
+    """The socket family and address of an endpoint (names resolved, first address)."""
+    family, _, _, _, sockaddr = socket.getaddrinfo(ep[0], ep[1], type=socket.SOCK_STREAM)[0]
+    return family, sockaddr
+
+
+def _dial_first(candidates: list[Endpoint], at: _Attempts) -> tuple[Endpoint, socket.socket]:
+    """Connect to the first candidate, dialling the next beside it each time one has not
+    answered within the stagger (happy eyeballs); return the first that connects. Each dial is
+    bounded by the connect timeout (then its endpoint is marked slow), all by the call's
+    deadline. Raises OSError (the last failure) when none connects."""
+    pending: dict[socket.socket, tuple[Endpoint, float]] = {}
+    queue = list(candidates)
+    next_start = 0.0
+    last: OSError | None = None
+    try:
+        while True:
+            now = time.monotonic()
+            if queue and (now >= next_start or not pending):
+                ep = queue.pop(0)
+                try:
+                    family, addr = _addr(ep)
+                    sock = socket.socket(family, socket.SOCK_STREAM)
+                except OSError as e:
+                    at.connect_failed(ep, e)
+                    last = e
+                    continue
+                sock.setblocking(False)
+                rc = sock.connect_ex(addr)
+                if rc == 0:
+                    return ep, sock
+                if rc not in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+                    sock.close()
+                    last = OSError(rc, os.strerror(rc))
+                    at.connect_failed(ep, last)
+                    continue
+                pending[sock] = (ep, now)
+                next_start = now + _DIAL_STAGGER
+            for sock, (ep, started) in list(pending.items()):
+                if now - started >= at.connect_timeout or now >= at.deadline:
+                    del pending[sock]
+                    sock.close()
+                    at.connect_timed_out(ep)
+                    last = socket.timeout("timed out")
+            if not pending:
+                if queue and now < at.deadline:
+                    continue
+                raise last or socket.timeout("timed out")
+            wake = min([started + at.connect_timeout for _, started in pending.values()]
+                       + [at.deadline] + ([next_start] if queue else []))
+            _, writable, _ = select.select([], list(pending), [], max(0.0, wake - now))
+            for sock in writable:
+                ep, _ = pending.pop(sock)
+                rc = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if rc == 0:
+                    return ep, sock
+                sock.close()
+                last = OSError(rc, os.strerror(rc))
+                at.connect_failed(ep, last)
+                next_start = 0.0  # refused: dial the next one now
+    finally:
+        for sock in pending:
+            sock.close()
+
+
 # -------------------------------------------------------------------------- blocking client
 
 
 class _SyncConn:
-    def __init__(self, ep: Endpoint, timeout: float) -> None:
-        self.sock = socket.create_connection(ep, timeout=max(timeout, 0.001))
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(True)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
         self.ready: list[bytes] = []
@@ -543,10 +699,15 @@ class _SyncConn:
             pass
 
 
-def _endpoints(endpoints: list[str] | str, timeout: float) -> list[Endpoint]:
-    """A client's endpoints, checked (``"h:p,h:p"`` or a list), after checking its timeout."""
+def _endpoints(endpoints: list[str] | str, timeout: float, connect_timeout: float = 1.0,
+               request_timeout: float | None = None) -> list[Endpoint]:
+    """A client's endpoints, checked (``"h:p,h:p"`` or a list), after checking its timeouts."""
     if timeout <= 0:
         raise ValueError("timeout must be positive")
+    if connect_timeout <= 0:
+        raise ValueError("connect_timeout must be positive")
+    if request_timeout is not None and request_timeout <= 0:
+        raise ValueError("request_timeout must be positive")
     eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
     parsed = [parse_endpoint(e) for e in eps if e.strip()]
     if not parsed:
@@ -557,31 +718,55 @@ def _endpoints(endpoints: list[str] | str, timeout: float) -> list[Endpoint]:
 class Client:
     """Blocking client: one plain socket per endpoint, one request at a time (thread-safe).
 
-    ``timeout`` bounds each call, retries included. See the module docstring for when a write is
-    retried and when it raises :class:`fastraft.TimeoutError` (outcome unknown).
+    ``timeout`` bounds each call, retries included. ``connect_timeout`` bounds one connect (at
+    most a third of ``timeout``). ``request_timeout`` bounds the wait for one answer: a read
+    (default: a third of ``timeout``) is then asked elsewhere; a sent write (default: the whole
+    ``timeout``) then raises :class:`fastraft.TimeoutError`, outcome unknown, and is never sent
+    again. See the module docstring for when a write is retried.
     """
 
     def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout)
+                 timeout: float = DEFAULT_TIMEOUT,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 request_timeout: float | None = None) -> None:
+        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout, connect_timeout,
+                                                    request_timeout)
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
         self._conns: dict[Endpoint, _SyncConn] = {}
         self._leader: Endpoint | None = None
+        self._slow = _SlowEndpoints()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- plumbing
 
-    def _conn(self, ep: Endpoint, timeout: float) -> _SyncConn:
+    def _attempts(self, write: bool, endpoint: Endpoint | None, timeout: float) -> _Attempts:
+        if endpoint is not None:
+            return _Attempts([endpoint], None, timeout, write, redirect=False, slow=self._slow,
+                             connect_timeout=self.connect_timeout,
+                             request_timeout=self.request_timeout)
+        return _Attempts(self.endpoints, self._leader, timeout, write, slow=self._slow,
+                         connect_timeout=self.connect_timeout,
+                         request_timeout=self.request_timeout)
+
+    def _conn(self, ep: Endpoint, at: _Attempts) -> tuple[Endpoint, _SyncConn]:
+        """A live connection to ``ep``, or, if ``ep`` does not answer soon, to whichever of
+        the others connects first (the request then goes there)."""
         c = self._conns.get(ep)
-        if c is not None and c.alive():
-            return c
+        if c is not None and c.alive() and not at.slow.slow(ep):
+            return ep, c
         if c is not None:
             c.close()
             del self._conns[ep]
-        c = _SyncConn(ep, timeout)
-        self._conns[ep] = c
-        return c
+        won, sock = _dial_first([ep, *at.fallbacks(ep)], at)
+        at.answered(won)
+        old = self._conns.pop(won, None)
+        if old is not None:
+            old.close()
+        c = self._conns[won] = _SyncConn(sock)
+        return won, c
 
     def _drop(self, ep: Endpoint) -> None:
         c = self._conns.pop(ep, None)
@@ -609,11 +794,7 @@ class Client:
 
     def _call(self, op: str, args: dict[str, Any], *, write: bool,
               endpoint: Endpoint | None = None, timeout: float | None = None) -> dict[str, Any]:
-        t = self.timeout if timeout is None else timeout
-        if endpoint is not None:
-            at = _Attempts([endpoint], None, t, write, redirect=False)
-        else:
-            at = _Attempts(self.endpoints, self._leader, t, write)
+        at = self._attempts(write, endpoint, self.timeout if timeout is None else timeout)
         req_id = next(self._ids)
         data = frame(encode_request(req_id, op, args))
         with self._lock:
@@ -626,21 +807,25 @@ class Client:
                     if at.remaining() <= 0:
                         raise at.exhausted()
                 try:
-                    c = self._conn(ep, at.remaining())
-                except OSError as e:
-                    at.connect_failed(ep, e)
+                    ep, c = self._conn(ep, at)
+                except OSError:
+                    if self._leader is not None and at.slow.slow(self._leader):
+                        self._leader = None
                     if endpoint is not None:
                         raise at.last from None  # type: ignore[misc]
                     continue
                 try:
-                    err, res = self._roundtrip(c, req_id, data, at.deadline)
+                    err, res = self._roundtrip(c, req_id, data, at.attempt_deadline())
                 except (OSError, WireError) as e:
                     self._drop(ep)
-                    what = "timed out" if isinstance(e, socket.timeout) else str(e)
-                    at.lost(ep, what)
+                    timed_out = isinstance(e, socket.timeout)
+                    if ep == self._leader:
+                        self._leader = None
+                    at.lost(ep, "timed out" if timed_out else str(e), timed_out)
                     if endpoint is not None:
                         raise at.last from None  # type: ignore[misc]
                     continue
+                at.answered(ep)
                 if err is None:
                     if endpoint is None and write:
                         self._leader = ep
@@ -789,46 +974,102 @@ class AsyncClient:
     """
 
     def __init__(self, endpoints: list[str] | str = "127.0.0.1:2379", *,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
-        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout)
+                 timeout: float = DEFAULT_TIMEOUT,
+                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+                 request_timeout: float | None = None) -> None:
+        self.endpoints: list[Endpoint] = _endpoints(endpoints, timeout, connect_timeout,
+                                                    request_timeout)
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.request_timeout = request_timeout
         self._conns: dict[Endpoint, _AsyncConn] = {}
         self._connecting: dict[Endpoint, asyncio.Future[_AsyncConn]] = {}
         self._leader: Endpoint | None = None
+        self._slow = _SlowEndpoints()
         self._ids = itertools.count(1)
 
-    async def _conn(self, ep: Endpoint, timeout: float) -> _AsyncConn:
+    def _usable(self, ep: Endpoint) -> _AsyncConn | None:
+        """The cached connection to ``ep`` if it may carry a request. Not when ``ep`` recently
+        timed out: a request sent into a cut-off connection would hold the call (a write cannot
+        be taken back), so such an endpoint must first prove itself with a fresh connect."""
         c = self._conns.get(ep)
-        if c is not None and not c.closed:
-            return c
+        if c is None or c.closed or self._slow.slow(ep):
+            return None
+        return c
+
+    def _shared_dial(self, ep: Endpoint, timeout: float) -> asyncio.Future[_AsyncConn]:
         fut = self._connecting.get(ep)
         if fut is None:
             # Concurrent callers share one dial instead of opening a connection each.
-            loop = asyncio.get_running_loop()
-            fut = loop.create_task(self._dial(ep))
+            fut = asyncio.get_running_loop().create_task(self._dial(ep, timeout))
             self._connecting[ep] = fut
             fut.add_done_callback(lambda f: self._dial_done(ep, f))
-        return await asyncio.wait_for(asyncio.shield(fut), max(timeout, 0.001))
+        return fut
 
     def _dial_done(self, ep: Endpoint, f: asyncio.Future[_AsyncConn]) -> None:
         self._connecting.pop(ep, None)
         if not f.cancelled():
             f.exception()  # retrieved here: every waiter may have timed out already
 
-    async def _dial(self, ep: Endpoint) -> _AsyncConn:
+    async def _dial(self, ep: Endpoint, timeout: float) -> _AsyncConn:
         loop = asyncio.get_running_loop()
-        # The dial has its own bound so a shielded dial cannot outlive every caller for long.
+        # Bounded by the connect timeout: a dial outlives the call that started it (others may
+        # share it, and a late success is kept for the next call), but not for long.
         _, proto = await asyncio.wait_for(loop.create_connection(_AsyncConn, ep[0], ep[1]),
-                                          self.timeout)
+                                          timeout)
         self._conns[ep] = proto
         return proto
 
+    async def _conn(self, ep: Endpoint, at: _Attempts) -> tuple[Endpoint, _AsyncConn]:
+        """A connection to ``ep``, or, if ``ep`` does not answer within the stagger, to whichever
+        of the others is connected first (happy eyeballs, as :func:`_dial_first`)."""
+        queue = [ep, *at.fallbacks(ep)]
+        dials: dict[asyncio.Future[_AsyncConn], Endpoint] = {}
+        next_start = 0.0
+        last: BaseException = socket.timeout("timed out")
+        while True:
+            now = time.monotonic()
+            if now >= at.deadline:
+                for cand in dials.values():
+                    at.connect_timed_out(cand)
+                raise last
+            if queue and (now >= next_start or not dials):
+                cand = queue.pop(0)
+                c = self._usable(cand)
+                if c is not None:
+                    return cand, c
+                dials[self._shared_dial(cand, max(at.connect_timeout, 0.001))] = cand
+                next_start = now + _DIAL_STAGGER
+                continue
+            if not dials:
+                raise last
+            wake = at.deadline - now
+            if queue:
+                wake = min(wake, next_start - now)
+            done, _ = await asyncio.wait(list(dials), timeout=max(wake, 0.0),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for d in done:
+                cand = dials.pop(d)
+                exc = asyncio.CancelledError() if d.cancelled() else d.exception()
+                if exc is None:
+                    at.answered(cand)
+                    return cand, d.result()
+                if isinstance(exc, asyncio.TimeoutError):
+                    at.connect_timed_out(cand)
+                    last = socket.timeout("timed out")
+                else:
+                    at.connect_failed(cand, exc if str(exc) else type(exc).__name__)
+                    last = exc if isinstance(exc, OSError) else OSError(str(exc))
+                next_start = 0.0  # failed: dial the next one now
+
     async def _call(self, op: str, args: dict[str, Any], *, write: bool,
                     endpoint: Endpoint | None = None) -> dict[str, Any]:
+        kw: dict[str, Any] = {"slow": self._slow, "connect_timeout": self.connect_timeout,
+                              "request_timeout": self.request_timeout}
         if endpoint is not None:
-            at = _Attempts([endpoint], None, self.timeout, write, redirect=False)
+            at = _Attempts([endpoint], None, self.timeout, write, redirect=False, **kw)
         else:
-            at = _Attempts(self.endpoints, self._leader, self.timeout, write)
+            at = _Attempts(self.endpoints, self._leader, self.timeout, write, **kw)
         req_id = next(self._ids)
         data = frame(encode_request(req_id, op, args))
         while True:
@@ -840,26 +1081,33 @@ class AsyncClient:
                 if at.remaining() <= 0:
                     raise at.exhausted()
             try:
-                c = await self._conn(ep, at.remaining())
-            except (OSError, asyncio.TimeoutError) as e:
-                at.connect_failed(ep, e if str(e) else "timed out")  # type: ignore[arg-type]
+                ep, c = await self._conn(ep, at)
+            except OSError:
+                if self._leader is not None and self._slow.slow(self._leader):
+                    self._leader = None
                 if endpoint is not None:
                     raise at.last from None  # type: ignore[misc]
                 continue
             fut = c.request(req_id, data)
             try:
-                err, res = await asyncio.wait_for(fut, max(at.remaining(), 0.001))
+                err, res = await asyncio.wait_for(
+                    fut, max(at.attempt_deadline() - time.monotonic(), 0.001))
             except asyncio.TimeoutError:
                 c.pending.pop(req_id, None)
-                at.lost(ep, "timed out")
+                if ep == self._leader:
+                    self._leader = None
+                at.lost(ep, "timed out", timed_out=True)
                 if endpoint is not None:
                     raise at.last from None  # type: ignore[misc]
                 continue
             except ConnectionError as e:
+                if ep == self._leader:
+                    self._leader = None
                 at.lost(ep, str(e))
                 if endpoint is not None:
                     raise at.last from None  # type: ignore[misc]
                 continue
+            at.answered(ep)
             if err is None:
                 if endpoint is None and write:
                     self._leader = ep
@@ -1061,10 +1309,10 @@ class Watch:
             if pause:
                 time.sleep(pause)
             try:
-                sock = socket.create_connection(ep, timeout=max(at.remaining(), 0.001))
-            except OSError as e:
-                at.connect_failed(ep, e)
+                ep, sock = _dial_first([ep, *at.fallbacks(ep)], at)
+            except OSError:
                 continue
+            sock.setblocking(True)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock, self.endpoint = sock, ep
             try:
@@ -1243,9 +1491,13 @@ class AsyncWatch:
                 await asyncio.sleep(pause)
             try:
                 _, conn = await asyncio.wait_for(
-                    loop.create_connection(_WatchConn, ep[0], ep[1]), max(at.remaining(), 0.001))
-            except (OSError, asyncio.TimeoutError) as e:
-                at.connect_failed(ep, e if str(e) else "timed out")  # type: ignore[arg-type]
+                    loop.create_connection(_WatchConn, ep[0], ep[1]),
+                    max(min(at.connect_timeout, at.remaining()), 0.001))
+            except asyncio.TimeoutError:
+                at.connect_timed_out(ep)
+                continue
+            except OSError as e:
+                at.connect_failed(ep, e)
                 continue
             self._conn, self.endpoint = conn, ep
             assert conn.transport is not None

@@ -38,6 +38,7 @@ from fastraft.client import (
     parse_endpoint,
 )
 from fastraft.errors import FastraftError
+from fastraft.tablefmt import render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,9 +72,10 @@ class Settings:
     endpoints: list[str]
     timeout: float
     write_out: str
+    dial_timeout: float = 2.0
 
     def client(self) -> Client:
-        return Client(self.endpoints, timeout=self.timeout)
+        return Client(self.endpoints, timeout=self.timeout, connect_timeout=self.dial_timeout)
 
 
 def _fail(message: str) -> None:
@@ -145,17 +147,7 @@ def _echo_bytes(b: bytes) -> None:
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:
-    from rich.box import ASCII
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(box=ASCII, show_lines=False)
-    for c in columns:
-        t.add_column(c, justify="center", no_wrap=True)
-    for r in rows:
-        t.add_row(*r)
-    # A wide virtual terminal so columns are never wrapped or truncated when piped.
-    Console(file=sys.stdout, width=400, no_color=True).print(t)
+    click.echo(render_table(columns, rows), nl=False)
 
 
 def _print_kvs(kvs: list[KeyValue], value_only: bool = False, keys_only: bool = False) -> None:
@@ -181,26 +173,65 @@ def _print_simple(r: Any, s: Settings) -> None:
 # ------------------------------------------------------------------------------ commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--endpoints", envvar="FASTRAFT_ENDPOINTS", default="127.0.0.1:2379",
-              show_default=True, help="Comma-separated host:port list (env FASTRAFT_ENDPOINTS).")
-@click.option("--command-timeout", default="5s", show_default=True,
-              help="Time limit of each command, retries included (500ms, 5s, 1m).")
-@click.option("--write-out", "-w", type=click.Choice(["simple", "json", "table"]),
-              default="simple", show_default=True, help="Output format.")
-@click.pass_context
-def cli(ctx: click.Context, endpoints: str, command_timeout: str, write_out: str) -> None:
-    """fastractl: talk to a fastraft cluster (etcdctl-style).
+# ------------------------------------------------------------------------ global options
+#
+# etcdctl's global flags are "persistent": accepted before or after the command, at any depth
+# (`etcdctl endpoint status --write-out=table`). click only knows options of the command they
+# are given to, so every command and group here also carries the global options; each level
+# keeps what was typed on the command line, and the command that runs resolves them root to
+# leaf: the last one typed wins, else the environment, else the default.
 
-    \b
-    Example:
-      fastractl --endpoints=127.0.0.1:2379,127.0.0.1:22379 put greeting hello
-    """
+_OUTPUTS = ["simple", "json", "table"]
+_GLOBAL_NAMES = ("endpoints", "command_timeout", "dial_timeout", "write_out")
+
+
+def _global_options(root: bool) -> list[click.Option]:
+    """Fresh option objects (one set per command); only the root's have defaults and env."""
+    def env(name: str) -> list[str] | None:
+        return [f"FASTRAFT_{name}", f"ETCDCTL_{name}"] if root else None
+
+    return [
+        click.Option(["--endpoints"], envvar=env("ENDPOINTS"),
+                     default="127.0.0.1:2379" if root else None, show_default=root,
+                     help="Comma-separated host:port list (env FASTRAFT_ENDPOINTS, else "
+                          "ETCDCTL_ENDPOINTS)."),
+        click.Option(["--command-timeout"], envvar=env("COMMAND_TIMEOUT"),
+                     default="5s" if root else None, show_default=root,
+                     help="Time limit of each command, retries included (500ms, 5s, 1m)."),
+        click.Option(["--dial-timeout"], envvar=env("DIAL_TIMEOUT"),
+                     default="2s" if root else None, show_default=root,
+                     help="Time limit of connecting to one endpoint; one that does not answer "
+                          "sooner is left for the others."),
+        click.Option(["--write-out", "-w"], envvar=env("WRITE_OUT"),
+                     type=click.Choice(_OUTPUTS), default="simple" if root else None,
+                     show_default=root, help="Output format."),
+    ]
+
+
+def _take_globals(ctx: click.Context, root: bool) -> None:
+    """Move the global options out of ctx.params (callbacks do not take them) and remember
+    the ones this level decides: all of them at the root, those typed here below it."""
+    given: dict[str, Any] = {}
+    for name in _GLOBAL_NAMES:
+        value = ctx.params.pop(name, None)
+        if root or ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE:
+            given[name] = value
+    ctx.meta.setdefault("fastractl.globals", []).append(given)
+
+
+def _settings(ctx: click.Context) -> Settings:
+    values: dict[str, Any] = {}
+    for given in ctx.meta.get("fastractl.globals", []):  # root first, the command last
+        values.update(given)
     try:
-        timeout = parse_duration(command_timeout)
+        timeout = parse_duration(values["command_timeout"])
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--command-timeout") from None
-    eps = [e.strip() for e in endpoints.split(",") if e.strip()]
+    try:
+        dial = parse_duration(values["dial_timeout"])
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--dial-timeout") from None
+    eps = [e.strip() for e in values["endpoints"].split(",") if e.strip()]
     try:
         for e in eps:
             parse_endpoint(e)
@@ -208,7 +239,82 @@ def cli(ctx: click.Context, endpoints: str, command_timeout: str, write_out: str
         raise click.BadParameter(str(e), param_hint="--endpoints") from None
     if not eps:
         raise click.BadParameter("no endpoints given", param_hint="--endpoints")
-    ctx.obj = Settings(eps, timeout, write_out)
+    return Settings(eps, timeout, values["write_out"], dial)
+
+
+class _Level:
+    """What every command and group below the root shares: the global options."""
+
+    params: list[click.Parameter]
+
+    def _add_globals(self) -> None:
+        self.params.extend(_global_options(root=False))
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        own = [p.get_help_record(ctx) for p in self.get_params(ctx)  # type: ignore[attr-defined]
+               if p.name not in _GLOBAL_NAMES]
+        rows = [r for r in own if r is not None]
+        if rows:
+            with formatter.section("Options"):
+                formatter.write_dl(rows)
+        glob = [p.get_help_record(ctx) for p in _global_options(root=True)]
+        with formatter.section("Global Options (before or after the command)"):
+            formatter.write_dl([r for r in glob if r is not None])
+        if isinstance(self, click.Group):
+            self.format_commands(ctx, formatter)
+
+
+class _Command(_Level, click.Command):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_globals()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _take_globals(ctx, root=False)
+        ctx.obj = _settings(ctx)
+        return super().invoke(ctx)
+
+
+class _Group(_Level, click.Group):
+    command_class = _Command
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._add_globals()
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _take_globals(ctx, root=False)
+        return super().invoke(ctx)
+
+
+_Group.group_class = _Group
+
+
+class _Root(click.Group):
+    command_class = _Command
+    group_class = _Group
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.extend(_global_options(root=True))
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _take_globals(ctx, root=True)
+        return super().invoke(ctx)
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """fastractl: talk to a fastraft cluster (etcdctl-style).
+
+    Global options (--endpoints, --write-out/-w, --command-timeout, --dial-timeout) may come
+    before or after the command, as etcdctl's do.
+
+    \b
+    Examples:
+      fastractl --endpoints=127.0.0.1:2379,127.0.0.1:22379 put greeting hello
+      fastractl endpoint status --write-out=table
+    """
 
 
 @cli.command()

@@ -227,3 +227,36 @@ def test_help_teaches_with_an_example(cmd: list[str]) -> None:
     p = _fastraft(*cmd, "--help")
     assert p.returncode == 0 and "Usage: " in p.stdout
     assert "fastraft " in p.stdout and ("Example" in p.stdout or not cmd)
+
+
+def test_fastractl_typed_as_the_seed_types_etcdctl(make_cluster) -> None:
+    """`export ETCDCTL_ENDPOINTS=http://...; etcdctl endpoint status --write-out=table`, then
+    put and get, against real members: the global option after the command, the endpoints
+    from etcdctl's variable, the table drawn as etcdctl draws it."""
+    lc = make_cluster(3)
+    env = {k: v for k, v in _env().items() if not k.startswith("ETCDCTL_")}
+    env["ETCDCTL_ENDPOINTS"] = ",".join(f"http://{m.endpoint}" for m in lc.members)
+
+    def ctl(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fastraft.ctl", *args], env=env,
+                              capture_output=True, text=True, timeout=30,
+                              stdin=subprocess.DEVNULL)
+
+    p = ctl("endpoint", "status", "--write-out=table")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert len(lines) == 7 and lines[0] == lines[2] == lines[6], p.stdout
+    cells = [[c.strip() for c in ln.split("|")[1:-1]] for ln in lines[3:6]]
+    assert [c[0] for c in cells] == [f"http://{m.endpoint}" for m in lc.members]
+    assert sorted(c[4] for c in cells) == ["false", "false", "true"]  # IS LEADER
+    width = len(lines[0].split("+")[1]) - 2
+    gap = width - len("ENDPOINT")
+    assert lines[1].startswith(f"| {' ' * (gap // 2)}ENDPOINT{' ' * (gap - gap // 2)} |")
+    assert lines[3].startswith(f"| http://{lc.members[0].endpoint} |")
+    assert ctl("put", "aaa", "bbb").stdout == "OK\n"
+    assert ctl("get", "aaa").stdout == "aaa\nbbb\n"
+    p = ctl("member", "list", "-w", "table")
+    lines = p.stdout.splitlines()
+    assert p.returncode == 0 and len(lines) == 7 and lines[0] == lines[2] == lines[6], p.stdout
+    assert [c.strip() for c in lines[1].split("|")[1:-1]] == [
+        "ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"]

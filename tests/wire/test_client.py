@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -327,3 +327,175 @@ def test_async_redirect_noleader_and_timeouts(cluster: FakeCluster) -> None:
                 await c.delete("k")
 
     asyncio.run(main())
+
+
+# ------------------------------------------------- endpoints that never answer (partitions)
+#
+# A partition drops packets: a connect to a cut-off member is neither accepted nor refused. On
+# loopback the same is had from a listening socket whose accept queue is full (backlog 0 plus
+# one connection never accepted): the kernel drops every further SYN, so a connect hangs.
+
+
+class Blackhole:
+    def __init__(self, port: int = 0) -> None:
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(0)
+        self.filler = socket.create_connection(self.listener.getsockname(), timeout=2)
+        self.endpoint = "127.0.0.1:%d" % self.listener.getsockname()[1]
+
+    def close(self) -> None:
+        self.filler.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def blackholes() -> Iterator[Callable[..., Blackhole]]:
+    made: list[Blackhole] = []
+
+    def make(port: int = 0) -> Blackhole:
+        made.append(Blackhole(port))
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.close()
+
+
+def test_blackhole_helper_really_hangs(blackholes: Callable[..., Blackhole]) -> None:
+    b = blackholes()
+    with pytest.raises(socket.timeout):
+        socket.create_connection(parse_endpoint(b.endpoint), timeout=0.2)
+
+
+def _cut_off_leader(cluster: FakeCluster, blackholes: Callable[..., Blackhole]) -> None:
+    """Server 0 (the leader the client knows) is cut off: what was sent to it on the open
+    connection gets no answer, new connects hang; server 1 is the new leader and server 2
+    still names the old one (it has not noticed yet)."""
+    old = cluster.servers[0]
+    old.delays = {op: 60.0 for op in ("put", "range", "delete", "txn")}
+    cluster.stop_server(0)
+    blackholes(old.port)
+    cluster.set_leader(1)
+    cluster.servers[2].leader_id, cluster.servers[2].leader_url = old.member_id, old.url
+
+
+def test_client_leaves_a_cut_off_leader_for_the_new_one(
+        cluster: FakeCluster, blackholes: Callable[..., Blackhole]) -> None:
+    with Client(cluster.endpoints, timeout=1.0) as c:
+        c.put("k", "v0")  # the client now knows server 0 as the leader
+        _cut_off_leader(cluster, blackholes)
+        # Sent into the cut-off connection: its outcome is unknown, and it is not re-sent.
+        with pytest.raises(TimeoutError, match="unknown"):
+            c.put("k", "lost?")
+        assert cluster.servers[1].calls["put"] == 0
+        # The next writes must not wait on the cut-off leader (which used to eat the whole
+        # budget: "no endpoint reachable within 1s: cannot connect to ...: timed out").
+        for i in range(5):
+            c.put("k", f"v{i + 1}")
+        assert cluster.servers[1].calls["put"] == 5
+        assert c._slow.slow(parse_endpoint(cluster.servers[0].endpoint))
+        assert c.get("k").kvs[0].value == b"v5"
+
+
+def test_async_client_leaves_a_cut_off_leader_for_the_new_one(
+        cluster: FakeCluster, blackholes: Callable[..., Blackhole]) -> None:
+    async def main() -> None:
+        async with AsyncClient(cluster.endpoints, timeout=1.0) as c:
+            await c.put("k", "v0")
+            _cut_off_leader(cluster, blackholes)
+            with pytest.raises(TimeoutError, match="unknown"):
+                await c.put("k", "lost?")
+            assert cluster.servers[1].calls["put"] == 0
+            results = await asyncio.gather(*(c.put("k", f"v{i + 1}") for i in range(5)))
+            assert len(results) == 5
+            for i in range(5):
+                await c.put("k", f"w{i}")
+            assert cluster.servers[1].calls["put"] == 10
+            assert (await c.get("k")).kvs[0].value == b"w4"
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_unanswered_connect_does_not_hold_the_call(
+        cluster: FakeCluster, blackholes: Callable[..., Blackhole], kind: str) -> None:
+    """The next endpoint is dialled beside one that has not answered after a short stagger,
+    long before that one's connect timeout; a write whose connect never completed was never
+    sent, so it is sent elsewhere (exactly once)."""
+    eps = [blackholes().endpoint, cluster.servers[0].endpoint]
+    t0 = time.monotonic()
+    if kind == "sync":
+        with Client(eps, timeout=6.0, connect_timeout=3.0) as c:
+            c.put("k", "v")
+    else:
+        async def main() -> None:
+            async with AsyncClient(eps, timeout=6.0, connect_timeout=3.0) as c:
+                await c.put("k", "v")
+        asyncio.run(main())
+    # Generous: the stagger is 0.1 s; without it the call waits the 2 s connect bound.
+    assert time.monotonic() - t0 < 1.5
+    assert cluster.servers[0].calls["put"] == 1 and cluster.store.revision == 2
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_only_unanswering_endpoints_fail_clearly_within_the_timeout(
+        blackholes: Callable[..., Blackhole], kind: str) -> None:
+    eps = [blackholes().endpoint, blackholes().endpoint]
+    t0 = time.monotonic()
+    with pytest.raises(UnavailableError, match="no endpoint reachable within 0.6s.*timed out"):
+        if kind == "sync":
+            with Client(eps, timeout=0.6) as c:
+                c.put("k", "v")
+        else:
+            async def main() -> None:
+                async with AsyncClient(eps, timeout=0.6) as c:
+                    await c.put("k", "v")
+            asyncio.run(main())
+    assert time.monotonic() - t0 < 2.0
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_read_without_answer_is_asked_elsewhere(cluster: FakeCluster, kind: str) -> None:
+    """One read attempt waits request_timeout, not the whole budget, then another member."""
+    cluster.store.put({"key": b"k", "value": b"v"})
+    cluster.servers[0].delays["range"] = 60.0
+    if kind == "sync":
+        with Client(cluster.endpoints, timeout=3.0, request_timeout=0.3) as c:
+            g = c.get("k", consistency="serializable")
+    else:
+        async def main() -> GetResult:
+            async with AsyncClient(cluster.endpoints, timeout=3.0, request_timeout=0.3) as c:
+                return await c.get("k", consistency="serializable")
+        g = asyncio.run(main())
+    assert g.kvs[0].value == b"v"
+    assert cluster.servers[0].calls["range"] == 1
+    assert cluster.servers[1].calls["range"] + cluster.servers[2].calls["range"] == 1
+
+
+def test_client_rejects_bad_timeouts() -> None:
+    with pytest.raises(ValueError, match="connect_timeout"):
+        Client("127.0.0.1:1", connect_timeout=0)
+    with pytest.raises(ValueError, match="request_timeout"):
+        AsyncClient("127.0.0.1:1", request_timeout=-1)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_write_request_timeout_gives_up_sooner_and_never_resends(cluster: FakeCluster,
+                                                                    kind: str) -> None:
+    """With request_timeout a sent write that gets no answer ends early, as outcome unknown
+    (the fake applied it: unknown is the truth), and is not sent to anyone else."""
+    cluster.servers[0].delays["put"] = 60.0
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="unknown"):
+        if kind == "sync":
+            with Client(cluster.endpoints, timeout=5.0, request_timeout=0.3) as c:
+                c.put("k", "v")
+        else:
+            async def main() -> None:
+                async with AsyncClient(cluster.endpoints, timeout=5.0, request_timeout=0.3) as c:
+                    await c.put("k", "v")
+            asyncio.run(main())
+    assert time.monotonic() - t0 < 3.0  # not the 5 s budget
+    assert sum(s.calls["put"] for s in cluster.servers) == 1

@@ -5,16 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from fakeserver import FakeCluster
 from fastraft.ctl import cli, humanize_bytes, parse_compare, parse_duration, parse_op, parse_txn
+from fastraft.tablefmt import render_table
 
 
 
@@ -208,3 +210,212 @@ def test_subprocess_roundtrip(cluster: FakeCluster) -> None:
     p = subprocess.run([sys.executable, "-m", "fastraft.ctl", "--command-timeout", "300ms",
                         "get", "sub"], env=env, capture_output=True, text=True, timeout=30)
     assert p.returncode == 1 and p.stderr.startswith("Error: no leader")
+
+
+# ------------------------------------------------- global options anywhere (as etcdctl's)
+
+def _run(args: list[str], env: dict[str, str] | None = None) -> Result:
+    # No settings from the caller's shell: each test says what it sets.
+    base: dict[str, str | None] = {
+        f"{p}_{n}": None for p in ("FASTRAFT", "ETCDCTL")
+        for n in ("ENDPOINTS", "WRITE_OUT", "COMMAND_TIMEOUT", "DIAL_TIMEOUT")}
+    return CliRunner().invoke(cli, args, env={**base, **(env or {})})
+
+
+# Each command as words, with the places a global option may go: after every word of the
+# command path and after its arguments (etcdctl's persistent flags go anywhere).
+_COMMANDS = [
+    (["put"], ["gk", "gv"]),
+    (["get"], ["gk"]),
+    (["del"], ["gk"]),
+    (["member", "list"], []),
+    (["endpoint", "status"], []),
+    (["endpoint", "health"], []),
+]
+
+
+def _placements(path: list[str], args: list[str], opt: list[str]) -> list[list[str]]:
+    out = []
+    for i in range(len(path) + 1):  # before the command, between its words, right after it
+        out.append(path[:i] + opt + path[i:] + args)
+    if args:
+        out.append(path + args + opt)  # after the arguments
+    return out
+
+
+@pytest.mark.parametrize("path, args", _COMMANDS, ids=lambda v: " ".join(v) or "-")
+def test_global_options_are_accepted_in_any_position(cluster: FakeCluster, path: list[str],
+                                                     args: list[str]) -> None:
+    eps = ",".join(cluster.endpoints)
+    cluster.store.put({"key": b"gk", "value": b"gv"})
+    for opt in (["--endpoints", eps, "--write-out=json"], [f"--endpoints={eps}", "-w", "json"]):
+        for argv in _placements(path, args, opt):
+            r = _run(argv)
+            assert r.exit_code == 0, (argv, r.output)
+            json.loads(r.stdout)  # -w json took effect wherever it was put
+            cluster.store.put({"key": b"gk", "value": b"gv"})  # `del` removed it
+
+
+def test_command_timeout_and_dial_timeout_after_the_command(cluster: FakeCluster) -> None:
+    cluster.set_leader(None)
+    t0 = time.monotonic()
+    r = _run(["get", "k", "--endpoints", ",".join(cluster.endpoints), "--command-timeout",
+              "300ms", "--dial-timeout", "100ms"])
+    assert r.exit_code == 1 and r.stderr.startswith("Error: no leader")
+    assert time.monotonic() - t0 < 3.0  # the 300ms given after the command, not the 5s default
+    r = _run(["get", "k", "--command-timeout", "5"])
+    assert r.exit_code == 2 and "--command-timeout" in r.stderr
+    r = _run(["member", "list", "--dial-timeout", "soon"])
+    assert r.exit_code == 2 and "--dial-timeout" in r.stderr
+
+
+def test_the_last_global_option_given_wins(cluster: FakeCluster) -> None:
+    live = ",".join(cluster.endpoints)
+    r = _run(["--endpoints", "127.0.0.1:1", "-w", "table", "endpoint", "status",
+              "--endpoints", live, "-w", "json"])
+    assert r.exit_code == 0, r.output
+    assert [d["Endpoint"] for d in json.loads(r.stdout)] == cluster.endpoints
+
+
+def test_the_seed_walkthrough_typed_as_the_seed_types_it(cluster: FakeCluster) -> None:
+    """`export ETCDCTL_ENDPOINTS=...; etcdctl endpoint status --write-out=table`, then put/get."""
+    env = {"ETCDCTL_ENDPOINTS": ",".join(s.url for s in cluster.servers)}
+    r = _run(["endpoint", "status", "--write-out=table"], env=env)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[0] == lines[2] == lines[-1] and lines[0].startswith("+---")
+    assert len(lines) == 3 + 3 + 1
+    assert _run(["put", "aaa", "bbb"], env=env).stdout == "OK\n"
+    assert _run(["get", "aaa"], env=env).stdout == "aaa\nbbb\n"
+
+
+def test_endpoints_env_precedence(cluster: FakeCluster) -> None:
+    live, dead = cluster.servers[1].endpoint, "127.0.0.1:1"
+    args = ["endpoint", "status", "-w", "json", "--command-timeout", "1s"]
+
+    def shown(env: dict[str, str], extra: list[str] = []) -> list[str]:  # noqa: B006
+        r = _run([*args, *extra], env=env)
+        return [d["Endpoint"] for d in json.loads(r.stdout or "[]")]
+
+    assert shown({"ETCDCTL_ENDPOINTS": live}) == [live]  # read when FASTRAFT_ is not set
+    assert shown({"FASTRAFT_ENDPOINTS": live, "ETCDCTL_ENDPOINTS": dead}) == [live]
+    assert shown({"FASTRAFT_ENDPOINTS": dead, "ETCDCTL_ENDPOINTS": live}) == []  # FASTRAFT_ won
+    assert shown({"FASTRAFT_ENDPOINTS": dead}, ["--endpoints", live]) == [live]  # flag over env
+    assert shown({"ETCDCTL_ENDPOINTS": dead}, ["--endpoints", live]) == [live]
+
+
+# ------------------------------------------------------- tables drawn as etcdctl draws them
+
+# etcdctl v3.5's `endpoint status --write-out=table` for the seed's three members. The seed's
+# copy lost its runs of spaces, not its rules: the rule lines below are the seed's, byte for
+# byte (checked against the file when it is present); the padding is the table writer's
+# (headers centred, the odd space to the right; cells right-aligned; one space each side).
+_SEED_RULE = ("+-------------------------+------------------+---------+---------+-----------+"
+              "------------+-----------+------------+--------------------+--------+")
+_SEED_TABLE = f"""\
+{_SEED_RULE}
+|        ENDPOINT         |        ID        | VERSION | DB SIZE | IS LEADER | IS LEARNER | RAFT TERM | RAFT INDEX | RAFT APPLIED INDEX | ERRORS |
+{_SEED_RULE}
+| http://etcd-0.etcd:2379 | 69691ed70da97612 |   3.5.0 |   25 kB |      true |      false |        30 |         35 |                 35 |        |
+| http://etcd-1.etcd:2379 | 7e44220b60d58d6a |   3.5.0 |   25 kB |     false |      false |        30 |         35 |                 35 |        |
+| http://etcd-2.etcd:2379 | 63cdb3774b98cc2e |   3.5.0 |   20 kB |     false |      false |        30 |         35 |                 35 |        |
+{_SEED_RULE}
+"""
+_STATUS_HEADER = ["endpoint", "ID", "version", "db size", "is leader", "is learner", "raft term",
+                  "raft index", "raft applied index", "errors"]
+
+
+def _seed_rows() -> list[list[str]]:
+    ids = ["69691ed70da97612", "7e44220b60d58d6a", "63cdb3774b98cc2e"]
+    return [[f"http://etcd-{i}.etcd:2379", ids[i], "3.5.0", "20 kB" if i == 2 else "25 kB",
+             "true" if i == 0 else "false", "false", "30", "35", "35", ""] for i in range(3)]
+
+
+def test_table_layout_matches_etcdctl_sample() -> None:
+    assert render_table(_STATUS_HEADER, _seed_rows()) == _SEED_TABLE
+    seed = pathlib.Path("/work/shared/seed/000_0d1fd22e09599330.txt")
+    if seed.exists():  # the seed's own rule lines, where the seed is at hand
+        rules = [ln for ln in seed.read_text().splitlines() if ln.startswith("+---")]
+        assert rules[:3] == [_SEED_RULE] * 3
+
+
+def test_table_rule_widens_for_an_error_as_in_the_seed() -> None:
+    # The seed's last table: one member left, "etcdserver: no leader" in ERRORS.
+    row = _seed_rows()[0]
+    row[4], row[9] = "false", "etcdserver: no leader"
+    text = render_table(_STATUS_HEADER, [row])
+    rule = text.splitlines()[0]
+    assert rule == _SEED_RULE.removesuffix("--------+") + "-----------------------+"
+    assert text.splitlines()[1].endswith("|        ERRORS         |")
+    assert text.splitlines()[3].endswith("| etcdserver: no leader |")
+
+
+def test_table_wraps_long_cells_like_the_writer() -> None:
+    # A cell over 30 columns with spaces is wrapped where the lines come out most even
+    # ("... has no" / "quorum ..." beats "... has" / "no quorum ..."); a long word stays whole.
+    err = "no leader: the cluster has no quorum or is electing one"
+    lines = render_table(["endpoint", "error"], [["a:1", err], ["b:1", "x" * 40]]).splitlines()
+    assert lines[0] == "+----------+" + "-" * 42 + "+"
+    assert lines[1] == "| ENDPOINT | " + " " * 17 + "ERROR" + " " * 18 + " |"
+    assert lines[3] == "|      a:1 | " + "no leader: the cluster has no".rjust(40) + " |"
+    assert lines[4] == "|          | " + "quorum or is electing one".rjust(40) + " |"
+    assert lines[5] == "|      b:1 | " + "x" * 40 + " |"
+    assert lines[6] == lines[0] and len(lines) == 7
+    # Once wrapped, a column is as wide as the limit (30) even if its lines are shorter.
+    lines = render_table(["error"], [[err]]).splitlines()
+    assert lines[0] == "+" + "-" * 32 + "+"
+    assert lines[2 + 1] == "|  no leader: the cluster has no |"
+
+
+def test_endpoint_status_table_exact(cluster: FakeCluster) -> None:
+    cluster.set_leader(1)
+    eps = cluster.endpoints
+    r = _run(["endpoint", "status", "--endpoints", ",".join(eps), "-w", "table"])
+    assert r.exit_code == 0, r.output
+    rows = [[ep, format(s.member_id, "x"), "0.1.0", "25 kB", str(i == 1).lower(), "false", "2",
+             "8", "8", ""] for i, (ep, s) in enumerate(zip(eps, cluster.servers))]
+    assert r.stdout == render_table(_STATUS_HEADER, rows)
+    w = len(eps[0])
+    head = r.stdout.splitlines()[1]
+    gap = w - len("ENDPOINT")
+    assert head.startswith("| " + " " * (gap // 2) + "ENDPOINT" + " " * (gap - gap // 2) + " | ")
+
+
+def test_member_list_table_exact(cluster: FakeCluster) -> None:
+    r = _run(["member", "list", "-w", "table", "--endpoints", ",".join(cluster.endpoints)])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    s0 = cluster.servers[0]
+    peer, client = f"http://127.0.0.1:{s0.port + 1}", s0.url
+    pw, cw = len(peer), len(client)
+    rule = "+-----+---------+------+" + "-" * (pw + 2) + "+" + "-" * (cw + 2) + "+------------+"
+    assert lines[0] == lines[2] == lines[-1] == rule
+    hdr = lines[1].split("|")[1:-1]
+    assert [c.strip() for c in hdr] == ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS",
+                                        "IS LEARNER"]
+    assert hdr[0] == " ID  " and hdr[1] == " STATUS  "
+    assert lines[3] == f"| 100 | started | m100 | {peer} | {client} |      false |"
+    assert len(lines) == 3 + 3 + 1
+
+
+def test_help_of_every_command_lists_the_global_options() -> None:
+    for args in (["put", "--help"], ["member", "list", "--help"], ["member", "--help"],
+                 ["endpoint", "status", "--help"], ["watch", "--help"]):
+        r = _run(args)
+        assert r.exit_code == 0 and "Example" in r.output, args
+        assert "Global Options (before or after the command)" in r.output, args
+        assert "--write-out" in r.output and "ETCDCTL_ENDPOINTS" in r.output, args
+
+
+def test_other_global_options_from_the_environment(cluster: FakeCluster) -> None:
+    eps = ",".join(cluster.endpoints)
+    cluster.store.put({"key": b"k", "value": b"v"})
+    r = _run(["get", "k", "--endpoints", eps], env={"ETCDCTL_WRITE_OUT": "json"})
+    assert json.loads(r.stdout)["count"] == 1
+    r = _run(["get", "k", "--endpoints", eps], env={"FASTRAFT_WRITE_OUT": "simple",
+                                                    "ETCDCTL_WRITE_OUT": "json"})
+    assert r.stdout == "k\nv\n"
+    r = _run(["get", "k", "--endpoints", eps, "-w", "simple"], env={"ETCDCTL_WRITE_OUT": "json"})
+    assert r.stdout == "k\nv\n"
+    r = _run(["get", "k", "--endpoints", eps], env={"ETCDCTL_COMMAND_TIMEOUT": "5"})
+    assert r.exit_code == 2 and "--command-timeout" in r.stderr
