@@ -47,6 +47,8 @@ def available() -> str | None:
         return "the network-namespace lab needs root"
     if shutil.which("ip") is None:
         return "`ip` (iproute2) is not installed"
+    if shutil.which("nft") is None:
+        return "`nft` is not installed (apt-get install -y nftables; .ci/run installs it)"
     try:
         subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, timeout=10)
     except (OSError, subprocess.SubprocessError) as e:
