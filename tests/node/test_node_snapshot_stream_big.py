@@ -23,9 +23,9 @@ import time
 
 import pytest
 
-from fastraft.client import AsyncClient
+from fastraft.client import AsyncClient, Client
 from fastraft.kv import KV
-from fastraft.localcluster import LocalCluster
+from fastraft.localcluster import LocalCluster, request
 from fastraft.storage import Storage
 from polling import wait_for
 
@@ -69,12 +69,12 @@ class _RssSampler:
         self._t.join(timeout=5)
 
 
-def _load(endpoints: str) -> None:
-    """KEYS puts of VALUE bytes, CONCURRENCY at a time; bounded in count and time."""
+def _load(endpoints: str, keys_n: int = KEYS) -> None:
+    """``keys_n`` puts of VALUE bytes, CONCURRENCY at a time; bounded in count and time."""
     async def run() -> None:
         c = AsyncClient(endpoints, timeout=10.0)
         deadline = time.monotonic() + 240
-        keys = iter(range(KEYS))
+        keys = iter(range(keys_n))
 
         async def worker() -> None:
             for i in keys:
@@ -86,6 +86,16 @@ def _load(endpoints: str) -> None:
         finally:
             await c.close()
     asyncio.run(run())
+
+
+def _small_writes(endpoints: str, acked: list[int], stop: threading.Event) -> None:
+    """Small puts one at a time until ``stop`` (bounded: at most 100,000)."""
+    with Client(endpoints, timeout=10.0) as c:
+        for i in range(100_000):
+            if stop.is_set():
+                return
+            c.put(b"during/%06d" % i, b"x")
+            acked.append(i)
 
 
 def _digest(data_dir: str, name: str, member_id: int, cluster_id: int) -> tuple[int, str, int]:
@@ -120,6 +130,10 @@ def test_follower_behind_compaction_catches_up_from_a_store_of_four_frames(
     other = next(m.name for m in lc.members if m.name not in (leader, lagger))
     lc.stop(lagger)
     _load(lc.endpoints)
+    writes: list[int] = []
+    stop_writes = threading.Event()
+    writer = threading.Thread(target=_small_writes, args=(lc.endpoints, writes, stop_writes),
+                              daemon=True)
     st = lc.status(leader)
     assert st is not None
     assert st["raft_applied_index"] > KEYS
@@ -141,9 +155,18 @@ def test_follower_behind_compaction_catches_up_from_a_store_of_four_frames(
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
             stopped.clear()
-            # The transfer ends when the lagger has installed the snapshot.
-            wait_for(lambda: "(streamed)" in lc.member(lagger).log_text(), 120,
-                     f"{lagger} to install a streamed snapshot", interval=0.02)
+            writer.start()
+            try:
+                wait_for(lambda: "streaming snapshot" in lc.member(leader).log_text(), 30,
+                         "the leader to start streaming", interval=0.01)
+                acked_at_start = len(writes)
+                # The transfer ends when the lagger has installed the snapshot.
+                wait_for(lambda: "(streamed)" in lc.member(lagger).log_text(), 120,
+                         f"{lagger} to install a streamed snapshot", interval=0.01)
+                acked_during = len(writes) - acked_at_start
+            finally:
+                stop_writes.set()
+                writer.join(timeout=15)
         leader = lc.wait_leader(timeout=30, among=[leader, other])
         target = (lc.status(leader) or {}).get("raft_applied_index", 0)
         assert target > KEYS
@@ -160,6 +183,9 @@ def test_follower_behind_compaction_catches_up_from_a_store_of_four_frames(
     print(f"\nsnapshot [index: {index}]: {chunks} chunks, {mib} MiB in {secs} s = {rate} MiB/s")
     assert float(mib) > 256, "the snapshot holds less than 256 MiB"
     assert "(streamed)" in lc.member(lagger).log_text()
+    # Replication to the other follower went on while the stream ran: writes were committed.
+    print(f"writes acknowledged during the transfer: {acked_during}")
+    assert acked_during > 0
     for n in pids:
         print(f"{n}: RSS before {before[n] / 1024:.0f} MiB, peak {sampler.peak[n] / 1024:.0f} "
               f"MiB ({sampler.peak[n] / before[n]:.2f}x)")
@@ -168,10 +194,40 @@ def test_follower_behind_compaction_catches_up_from_a_store_of_four_frames(
             f"{n}: peak RSS {sampler.peak[n]} KiB >= 1.5 x {before[n]} KiB before the transfer")
 
     ids = {m["name"]: m["id"] for m in
-           __import__("fastraft.localcluster", fromlist=["request"]).request(
-               lc.member(leader).endpoint, "member_list")[1]["members"]}
+           request(lc.member(leader).endpoint, "member_list")[1]["members"]}
     cid = (lc.status(leader) or {})["header"]["cluster_id"]
     lc.stop()
     digests = {n: _digest(lc.member(n).data_dir, n, ids[n], cid) for n in (leader, lagger)}
-    assert digests[leader][0] == digests[lagger][0] == KEYS
+    assert digests[leader][0] == digests[lagger][0] == KEYS + len(writes)
     assert digests[leader][1] == digests[lagger][1]
+
+
+@pytest.mark.slow
+def test_a_follower_killed_mid_transfer_gets_a_new_transfer_from_scratch(make_cluster) -> None:
+    lc: LocalCluster = make_cluster(3, extra_args=["--snapshot-count", "100"])
+    leader = lc.wait_leader()
+    lagger = next(m.name for m in lc.members if m.name != leader)
+    lc.stop(lagger)
+    _load(lc.endpoints, 1600)  # 100 MiB of values, twice that in the snapshot (history)
+    lc.start(lagger)
+    snap_dir = os.path.join(lc.member(lagger).data_dir, "snap")
+    wait_for(lambda: os.path.isdir(snap_dir) and any(
+        n.startswith("stage-") for n in os.listdir(snap_dir)), 30, "a transfer to start",
+        interval=0.002)
+    lc.kill(lagger)  # mid-transfer: chunks staged, nothing installed
+    assert "(streamed)" not in lc.member(lagger).log_text()
+    wait_for(lambda: re.search(r"snapshot \[index: \d+\] to \w+ failed",
+                               lc.member(leader).log_text()) is not None,
+             30, "the leader to see the transfer fail")
+    lc.start(lagger)
+    lc.wait_ready(lagger)
+    target = (lc.status(leader) or {}).get("raft_applied_index", 0)
+    wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0) >= target, 60,
+             f"{lagger} to catch up", interval=0.2)
+    assert lc.member(leader).log_text().count("streaming snapshot") >= 2
+    assert "(streamed)" in lc.member(lagger).log_text()
+    assert not any(n.startswith("stage-") for n in os.listdir(snap_dir))
+    res = request(
+        lc.member(lagger).endpoint, "range",
+        {"key": b"big/", "range_end": b"big0", "count_only": True, "serializable": True})
+    assert res[0] is None and res[1]["count"] == 1600
