@@ -292,6 +292,9 @@ class Node:
         self._transfer_seq = itertools.count(1)
         self.snap_stall_timeout = STALL_TIMEOUT
         self._snap_sent_at = float("-inf")
+        # Set when a member was added to a cluster whose log was never compacted (see
+        # _apply_conf_change): the next _maybe_snapshot compacts regardless of snapshot_count.
+        self._compact_for_join = False
         self._closing = False  # read by the snapshot worker thread: stop serializing
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
@@ -938,6 +941,13 @@ class Node:
             log.error("%s: malformed conf change at index %d: %s", self.cfg.name, e[0], exc)
             return False
         h = format(node_id, "x")
+        if op in (CC_ADD_VOTER, CC_ADD_LEARNER) and self.raft is not None \
+                and self.raft.snapshot is None:
+            # The initial configuration is not in the log (members start from
+            # --initial-cluster), so a new member must not replay the log from index 1: it
+            # takes its configuration, and the member list, from a snapshot. Compacting here
+            # (a view, no copy) makes every later leader send it one (next <= log offset).
+            self._compact_for_join = True
         if op in (CC_ADD_VOTER, CC_ADD_LEARNER):
             m = self.members.setdefault(h, {"name": "", "peer_urls": [], "client_urls": [],
                                             "is_learner": False})
@@ -1003,7 +1013,8 @@ class Node:
         the whole KV on the loop here was the p99 spikes (and ~25% of CPU) before."""
         kv, raft, st = self.kv, self.raft, self.storage
         assert kv is not None and raft is not None and st is not None
-        if kv.applied - self._last_snap_index < self.cfg.snapshot_count:
+        if kv.applied - self._last_snap_index < self.cfg.snapshot_count and not (
+                self._compact_for_join and raft.snapshot is None):
             return
         if self._snap_stream is not None:
             # A follower is receiving the current one: keep the entries after it (and the
@@ -1015,6 +1026,7 @@ class Node:
             # that follow it: compacting them away now would send it another snapshot.
             return
         index = kv.applied
+        self._compact_for_join = False
         raft.compact(index)
         s = raft.snapshot
         assert s is not None and s.index == index
