@@ -162,6 +162,10 @@ def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
     return index, members, kv_data
 
 
+def _staged_marker(install: Install) -> bytes:
+    return _STAGED_MAGIC + struct.pack(">QQ", install.gen, install.index)
+
+
 class _Waiter:
     """A client write waiting for its entry (index, term) to apply."""
 
@@ -289,6 +293,7 @@ class Node:
         self._snap_recv: asyncio.Task[None] | None = None
         self._snap_recv_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending_install: Install | None = None
+        self._installing: Install | None = None  # written by a ready, activated after its sync
         self._transfer_seq = itertools.count(1)
         self.snap_stall_timeout = STALL_TIMEOUT
         self._snap_sent_at = float("-inf")
@@ -581,11 +586,17 @@ class Node:
         install = None
         if rd.snapshot is not None and (rd.snapshot.data or b"").startswith(_STAGED_MAGIC):
             install = self._pending_install
-            if install is None or install.index != rd.snapshot.index:
+            if install is None or rd.snapshot.data != _staged_marker(install):
                 self._fatal(f"snapshot {rd.snapshot.index} was taken but is not staged")
                 return
+            # Held apart: another stream may stage a newer one while this ready syncs.
+            self._pending_install = None
+            self._installing = install
         try:
-            st.save(hs, rd.entries, rd.snapshot, install)
+            if install is None:
+                st.save(hs, rd.entries, rd.snapshot)
+            else:
+                st.save(hs, rd.entries, rd.snapshot, install=install)
         except Exception as e:
             self._fatal("cannot write to storage", e)
             return
@@ -833,9 +844,8 @@ class Node:
         raft = self.raft
         assert raft is not None
         before = raft.snapshot
-        marker = _STAGED_MAGIC + struct.pack(">Q", install.gen)
         raft.step(Message(SNAP, self.id, h.frm, h.term, snapshot=Snapshot(
-            h.index, h.snap_term, h.voters, h.learners, marker)))
+            h.index, h.snap_term, h.voters, h.learners, _staged_marker(install))))
         self._schedule_ready()
         after = raft.snapshot
         if after is before or after is None or after.index != h.index:
@@ -859,9 +869,9 @@ class Node:
         if snap.data.startswith(_STAGED_MAGIC):
             # Streamed: its install batch (KV generation, applied index, members, snapshot
             # record) is durable now; switch to it and forget the old generation.
-            install = self._pending_install
-            assert install is not None and install.index == snap.index
-            self._pending_install = None
+            install = self._installing
+            assert install is not None and snap.data == _staged_marker(install)
+            self._installing = None
             self.storage.activate_kv(install.gen)
             self.kv.reload()
             self._set_members(install.members)
