@@ -46,6 +46,7 @@ silently ignored).
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -844,10 +845,15 @@ class KV:
             yield bytes(body)
 
     @staticmethod
-    def parse_chunk(data: bytes) -> list[tuple[bytes, bytes]]:
-        """The pairs of one ``snapshot_chunks`` chunk; ValueError on anything else."""
-        up = msgpack.Unpacker(raw=False, max_buffer_size=max(len(data), 1 << 20))
-        up.feed(data)
+    def parse_chunk(data: bytes, start: int = 0) -> list[tuple[bytes, bytes]]:
+        """The pairs of one ``snapshot_chunks`` chunk, read from ``data[start:]``; ValueError
+        on anything else."""
+        # Read through a BytesIO (which shares a bytes object) rather than fed: no copy of the
+        # whole chunk, the unpacker buffers one value at a time.
+        bio = io.BytesIO(data)
+        bio.seek(start)
+        up = msgpack.Unpacker(bio, raw=False, read_size=64 * 1024,
+                              max_buffer_size=max(len(data), 1 << 20))
         out: list[tuple[bytes, bytes]] = []
         try:
             items = list(up)

@@ -743,9 +743,10 @@ class Node:
             raise
         except InterruptedError:
             pass  # we are stopping
-        except (SnapshotStreamError, OSError, asyncio.TimeoutError) as e:
+        except Exception as e:  # refused, cut, stalled; uvloop raises RuntimeError on a
+            # write to a connection the peer reset
             log.warning("%s: snapshot [index: %d] to %x failed: %s", self.cfg.name, index,
-                        hello.to, e or type(e).__name__)
+                        hello.to, str(e) or type(e).__name__)
         finally:
             cur = self._snap_stream
             if cur is not None and cur[2] is asyncio.current_task():
@@ -783,9 +784,9 @@ class Node:
         meta: list[bytes | None] = [None]
         n = nbytes = 0
 
-        def stage_chunk(data: bytes) -> None:
-            digest.update(data)
-            pairs = KV.parse_chunk(data)
+        def stage_chunk(body: bytes) -> None:
+            digest.update(memoryview(body)[1:])  # the payload after the frame type, no copy
+            pairs = KV.parse_chunk(body, 1)
             for k, v in pairs:
                 if k == b"m":
                     meta[0] = v
@@ -798,7 +799,7 @@ class Node:
                 if body[:1] == b"C":
                     n += 1
                     nbytes += len(body) - 1
-                    await loop.run_in_executor(ex, stage_chunk, body[1:])
+                    await loop.run_in_executor(ex, stage_chunk, body)
                 elif body[:1] == b"E":
                     break
                 else:

@@ -54,7 +54,7 @@ log = logging.getLogger("fastraft.snapstream")
 CHUNK_BYTES = 1 << 20
 # Bytes the sender lets the kernel/user buffer hold before it waits: a few chunks at most.
 SEND_HIGH_WATER = 2 * CHUNK_BYTES
-RECV_QUEUE = 4  # frames waiting to be staged before the receiver stops reading
+RECV_QUEUE = 2  # frames waiting to be staged before the receiver stops reading
 STALL_TIMEOUT = 10.0
 CONNECT_TIMEOUT = 2.0
 # After the end frame the follower verifies, ingests and installs: bounded, but generous.
@@ -261,7 +261,7 @@ class InboundStream:
             finally:
                 self._wakeup = None
         body = self._queue.popleft()
-        if self._paused and len(self._queue) < RECV_QUEUE // 2 and not self.closed:
+        if self._paused and len(self._queue) < RECV_QUEUE and not self.closed:
             self._paused = False
             self.transport.resume_reading()
         return body
