@@ -541,6 +541,13 @@ class Node:
     def _on_peer_message(self, m: Message) -> None:
         if self._closed or self.raft is None:
             return
+        if m.type == SNAP:
+            # Snapshots arrive on snapshot streams only (_receive_snapshot: checksummed,
+            # staged, installed in one write). One in a message frame comes from an older
+            # member or is forged: its data must never reach the core.
+            log.warning("%s: ignored a snapshot sent by %x as a message (snapshots travel on "
+                        "snapshot streams)", self.cfg.name, m.frm)
+            return
         self.raft.step(m)
         self._schedule_ready()
 
@@ -864,34 +871,22 @@ class Node:
         self._snap_view = (index, view, members)
 
     def _restore_snapshot(self, snap: Snapshot) -> None:
+        """A streamed snapshot's install batch (KV generation, applied index, members, snapshot
+        record) is durable now: switch to it and forget the old generation."""
         assert self.kv is not None and self.storage is not None
-        if snap.data is None:
-            raise FastraftError(f"received snapshot {snap.index} without data")
-        if snap.data.startswith(_STAGED_MAGIC):
-            # Streamed: its install batch (KV generation, applied index, members, snapshot
-            # record) is durable now; switch to it and forget the old generation.
-            install = self._installing
-            assert install is not None and snap.data == _staged_marker(install)
-            self._installing = None
-            self.storage.activate_kv(install.gen)
-            self.kv.reload()
-            self._set_members(install.members)
-            self._last_snap_index = snap.index
-            # This member may lead later: the installed state is its snapshot view.
-            self._set_snap_view(snap.index, self.kv.snapshot_view())
-            log.info("%s: restored state from snapshot at index %d (streamed)", self.cfg.name,
-                     snap.index)
-            if self.watch_hub.watchers:
-                self.watch_hub.notify()
-            return
-        index, members, kv_data = decode_snapshot(snap.data)
-        if index != snap.index:
-            raise FastraftError(f"snapshot data is for index {index}, not {snap.index}")
-        self.kv.restore(kv_data, snap.index)
-        self._set_members(members)
+        install = self._installing
+        if install is None or snap.data != _staged_marker(install):
+            # Cannot happen: _on_peer_message drops every MsgSnap from the message connection.
+            raise FastraftError(f"snapshot {snap.index} was not received on a snapshot stream")
+        self._installing = None
+        self.storage.activate_kv(install.gen)
+        self.kv.reload()
+        self._set_members(install.members)
         self._last_snap_index = snap.index
+        # This member may lead later: the installed state is its snapshot view.
         self._set_snap_view(snap.index, self.kv.snapshot_view())
-        log.info("%s: restored state from snapshot at index %d", self.cfg.name, snap.index)
+        log.info("%s: restored state from snapshot at index %d (streamed)", self.cfg.name,
+                 snap.index)
         if self.watch_hub.watchers:
             self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
 

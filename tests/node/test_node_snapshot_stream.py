@@ -27,7 +27,8 @@ from fastraft.client import Client
 from fastraft.kv import KV
 from fastraft.snapstream import StreamHello, encode_end, send_snapshot
 from fastraft.storage import Storage
-from fastraft.wire import FrameDecoder, frame
+from fastraft.raft import Message, MsgType, Snapshot
+from fastraft.wire import FrameDecoder, encode_hello, encode_message, frame
 from inprocess_member import InProcessMember, free_port
 from polling import wait_for
 
@@ -175,3 +176,24 @@ def test_cut_and_stalled_streams_leave_nothing_and_a_retry_from_scratch_installs
     res = member.call(lambda: member.node.kv.range(b"snap/00007"))
     assert res["kvs"][0]["value"] == b"00007" * 205
     assert member.call(lambda: member.node.storage.get_meta("members")).keys() == members.keys()
+
+
+@pytest.mark.parametrize("data", [b"FRSTAGED" + bytes(16),
+                                  b"FRSNAP01" + bytes(8) + b"\x92\x80\xc4\x00"],
+                         ids=["staged-marker", "in-frame-data"])
+def test_a_snapshot_sent_as_a_message_is_ignored_and_the_member_keeps_serving(
+        member, data: bytes) -> None:
+    before = _state(member)
+    term = member.call(lambda: member.node.raft.term) + 5
+    msg = Message(MsgType.MsgSnap.value, member.node.id, FAKE_LEADER, term, snapshot=Snapshot(
+        SNAP_INDEX, 3, (FAKE_LEADER, member.node.id), (), data))
+    with socket.create_connection(("127.0.0.1", member.ports[1]), timeout=10) as s:
+        s.sendall(frame(encode_hello(member.node.cfg.cluster_id, FAKE_LEADER))
+                  + frame(encode_message(msg)))
+        time.sleep(0.3)  # let the member read both frames
+    time.sleep(0.2)
+    assert member.call(lambda: member.node.exit_code) == 0
+    assert member.call(lambda: member.node.raft.term) == term - 5  # the core never saw it
+    assert _state(member) == before
+    with Client(member.endpoint) as c:
+        c.put(b"after", b"1")
