@@ -399,8 +399,9 @@ class Node:
             snapshot = Snapshot(index, term, tuple(voters), tuple(learners), None)
             self._last_snap_index = index
             if self.kv.applied < index:
-                # Crashed after persisting a received snapshot but before restoring the KV from
-                # it: the log up to `index` is gone, so the KV must come from the snapshot.
+                # A data dir of an older fastraft (snapshots received in one frame, kept as a
+                # file) that crashed after persisting one but before restoring the KV from it.
+                # Streamed snapshots cannot get here: they install in one write.
                 data = st.load_snapshot_data()
                 if data is None:
                     raise FastraftError(f"snapshot {index} is recorded but its data is missing")
