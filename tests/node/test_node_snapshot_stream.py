@@ -25,7 +25,7 @@ import rocksdict
 
 from fastraft.client import Client
 from fastraft.kv import KV
-from fastraft.snapstream import StreamHello, encode_end, send_snapshot
+from fastraft.snapstream import STALL_TIMEOUT, StreamHello, encode_end, send_snapshot
 from fastraft.storage import Storage
 from fastraft.raft import Message, MsgType, Snapshot
 from fastraft.wire import FrameDecoder, encode_hello, encode_message, frame
@@ -158,7 +158,8 @@ def test_cut_and_stalled_streams_leave_nothing_and_a_retry_from_scratch_installs
                       answer=True)
     assert ans[1] is False and "no progress" in ans[2]
     _nothing_left(member, before)
-    # The retry, from scratch, with the real sender.
+    # The retry, from scratch, with the real sender (and the default stall timeout again).
+    member.call(lambda: setattr(member.node, "snap_stall_timeout", STALL_TIMEOUT))
     members = _members(member)
 
     async def send() -> tuple[int, int]:
