@@ -13,7 +13,8 @@ every heartbeat interval; peer messages and client proposals are fed in as they 
     kv.apply(rd.committed_entries) and answer the waiting clients: these entries are durable
         here already, so they are applied before this ready's sync (leader, small batch) or
         while it runs (big batch); a follower with a small batch syncs and acks first
-    kv.restore(snapshot) if one was received
+    switch to a received snapshot if there is one (streamed and staged apart, installed by the
+        same storage.save batch: see _receive_snapshot, snapstream.py)
     raft.advance(rd); send rd.persisted_messages (acks and votes: only once durable)
     serve rd.read_states
 
