@@ -198,3 +198,29 @@ def test_a_snapshot_sent_as_a_message_is_ignored_and_the_member_keeps_serving(
     assert _state(member) == before
     with Client(member.endpoint) as c:
         c.put(b"after", b"1")
+
+
+def test_the_sender_gives_up_on_a_follower_that_stops_reading() -> None:
+    """A follower that accepts the stream but reads nothing (frozen): once the socket buffers
+    are full the sender makes no progress and fails after its stall timeout, having built only
+    the chunks that fit in those buffers (never the whole store)."""
+    pulled: list[int] = []
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for i in range(10_000):  # 10 GiB if it were all built
+            pulled.append(i)
+            yield bytes(1 << 20)
+
+    async def run() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        hello = StreamHello(1, 2, 3, 1, 1, 10, 1, (2, 3), ())
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                with pytest.raises(asyncio.TimeoutError):
+                    await send_snapshot(("127.0.0.1", port), hello, chunks(), {}, ex,
+                                        stall_timeout=0.5)
+        finally:
+            server.close()
+    asyncio.run(run())
+    assert 0 < len(pulled) < 200
