@@ -46,6 +46,7 @@ silently ignored).
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -239,11 +240,8 @@ class KV:
         # Only the Rdict is kept: a ColumnFamily handle held here would keep RocksDB open (and
         # its LOCK taken) after storage.close(). Storage closes this Rdict itself.
         self._cf: rocksdict.Rdict = storage.column_family("kv")
-        raw = self._cf.get(_META_KEY)
-        if raw is None:
-            self.applied, self.revision, self.compact_revision = 0, 1, 0
-        else:
-            self.applied, self.revision, self.compact_revision = _unpack(raw)
+        self.applied, self.revision, self.compact_revision = 0, 1, 0
+        self.reload()
 
     # ------------------------------------------------------------------ validation
 
@@ -825,6 +823,74 @@ class KV:
             it.next()
         del it
         return _pack(_SNAP_MAGIC) + _pack(_SNAP_VERSION) + _pack(n) + bytes(body)
+
+    def snapshot_chunks(self, view: Any, chunk_bytes: int = 1 << 20,
+                        cancelled: Callable[[], bool] | None = None) -> Iterator[bytes]:
+        """The state of ``view`` (from ``snapshot_view()``) as chunks of about ``chunk_bytes``:
+        each the msgpack of alternating keys and values, keys ascending across chunks (what a
+        receiver's ``SnapshotStage`` needs). A generator: the host pulls one chunk at a time in
+        a worker thread, so memory holds one chunk, never the store. ``cancelled`` is polled
+        once per chunk (raises InterruptedError)."""
+        it = view
+        it.seek_to_first()
+        pack = _pack
+        while it.valid():
+            if cancelled is not None and cancelled():
+                raise InterruptedError("snapshot streaming cancelled")
+            body = bytearray()
+            while it.valid() and len(body) < chunk_bytes:
+                body += pack(it.key())
+                body += pack(it.value())
+                it.next()
+            yield bytes(body)
+
+    @staticmethod
+    def parse_chunk(data: bytes, start: int = 0) -> list[tuple[bytes, bytes]]:
+        """The pairs of one ``snapshot_chunks`` chunk, read from ``data[start:]``; ValueError
+        on anything else."""
+        # Read through a BytesIO (which shares a bytes object) rather than fed: no copy of the
+        # whole chunk, the unpacker buffers one value at a time.
+        bio = io.BytesIO(data)
+        bio.seek(start)
+        up = msgpack.Unpacker(bio, raw=False, read_size=64 * 1024,
+                              max_buffer_size=max(len(data), 1 << 20))
+        out: list[tuple[bytes, bytes]] = []
+        try:
+            items = list(up)
+        except (msgpack.UnpackException, msgpack.ExtraData, ValueError, TypeError) as e:
+            raise ValueError(f"snapshot chunk is corrupt ({e})") from None
+        if len(items) % 2:
+            raise ValueError("snapshot chunk is truncated (a key without its value)")
+        for i in range(0, len(items), 2):
+            k, v = items[i], items[i + 1]
+            if not isinstance(k, bytes) or not isinstance(v, bytes) or not k or k[0] not in b"cimr":
+                raise ValueError("snapshot holds an entry outside the KV layout")
+            out.append((k, v))
+        return out
+
+    @staticmethod
+    def install_meta(meta: bytes | None, index: int) -> tuple[bytes, bytes]:
+        """(key, value) of the KV record to write when a received snapshot at ``index`` is
+        installed: its revision and compact revision, with ``applied`` = ``index``.
+        ``meta`` is the snapshot's own record (ValueError when missing or malformed)."""
+        if meta is None:
+            raise ValueError("snapshot data has no KV metadata record")
+        try:
+            _applied, revision, compact = _unpack(meta)
+        except Exception as e:  # msgpack raises several types on garbage
+            raise ValueError(f"snapshot KV metadata is corrupt ({e})") from None
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (revision, compact)):
+            raise ValueError("snapshot KV metadata has the wrong shape")
+        return _META_KEY, _pack([index, revision, compact])
+
+    def reload(self) -> None:
+        """Re-read the live state after storage switched KV generations (an install)."""
+        self._cf = self.storage.column_family("kv")
+        raw = self._cf.get(_META_KEY)
+        if raw is None:
+            self.applied, self.revision, self.compact_revision = 0, 1, 0
+        else:
+            self.applied, self.revision, self.compact_revision = _unpack(raw)
 
     def restore(self, data: bytes, index: int) -> None:
         """Replace the whole state with a snapshot's; ``applied`` becomes ``index``.

@@ -13,7 +13,8 @@ every heartbeat interval; peer messages and client proposals are fed in as they 
     kv.apply(rd.committed_entries) and answer the waiting clients: these entries are durable
         here already, so they are applied before this ready's sync (leader, small batch) or
         while it runs (big batch); a follower with a small batch syncs and acks first
-    kv.restore(snapshot) if one was received
+    switch to a received snapshot if there is one (streamed and staged apart, installed by the
+        same storage.save batch: see _receive_snapshot, snapstream.py)
     raft.advance(rd); send rd.persisted_messages (acks and votes: only once durable)
     serve rd.read_states
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import hashlib
 import itertools
 import logging
 import queue
@@ -97,10 +99,18 @@ from fastraft.raft import (
     decode_conf_change,
 )
 from fastraft.server import ClientConnection, ClientServer
-from fastraft.storage import Storage
+from fastraft.snapstream import (
+    STALL_TIMEOUT,
+    InboundStream,
+    SnapshotStreamError,
+    StreamHello,
+    decode_end,
+    send_snapshot,
+)
+from fastraft.storage import Install, Storage
 from fastraft.transport import PeerTransport
 from fastraft.watch import WatchHub
-from fastraft.wire import CLIENT_ENVELOPE_BYTES
+from fastraft.wire import CLIENT_ENVELOPE_BYTES, WireError
 
 __all__ = ["Node", "encode_snapshot", "decode_snapshot", "PUBLISH_OP"]
 
@@ -119,6 +129,9 @@ _PUBLISH_PREFIX = b"\x92" + msgpack.packb(PUBLISH_OP)
 # the header lets the sender check the stored data matches the snapshot it is asked to send.
 _SNAP_MAGIC = b"FRSNAP01"
 _SNAP_HDR = struct.Struct(">8sQ")
+# Snapshot.data of a streamed snapshot that is staged and ingested here (magic + generation):
+# what the core carries through its ready to the install, never sent anywhere.
+_STAGED_MAGIC = b"FRSTAGED"
 
 # Seconds after sending a snapshot during which the log is not compacted again (see
 # _maybe_snapshot).
@@ -148,6 +161,10 @@ def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
     if not isinstance(members, dict) or not isinstance(kv_data, bytes):
         raise ValueError("snapshot data has the wrong shape")
     return index, members, kv_data
+
+
+def _staged_marker(install: Install) -> bytes:
+    return _STAGED_MAGIC + struct.pack(">QQ", install.gen, install.index)
 
 
 class _Waiter:
@@ -270,10 +287,20 @@ class Node:
         # The local snapshot is a RocksDB view, not a copy (see _maybe_snapshot): its index,
         # the view and the members as of that index. Serialized only when a follower needs it.
         self._snap_view: tuple[int, Any, dict[str, dict]] | None = None
-        self._snap_cache: tuple[int, bytes] | None = None
-        self._snap_job: asyncio.Future | None = None
         self._snap_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Snapshot streams (snapstream.py): the one we send (to, index, task), the one we
+        # receive, and a received snapshot the core took, waiting for its ready to install it.
+        self._snap_stream: tuple[int, int, asyncio.Task[None]] | None = None
+        self._snap_recv: asyncio.Task[None] | None = None
+        self._snap_recv_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pending_install: Install | None = None
+        self._installing: Install | None = None  # written by a ready, activated after its sync
+        self._transfer_seq = itertools.count(1)
+        self.snap_stall_timeout = STALL_TIMEOUT
         self._snap_sent_at = float("-inf")
+        # Set when a member was added to a cluster whose log was never compacted (see
+        # _apply_conf_change): the next _maybe_snapshot compacts regardless of snapshot_count.
+        self._compact_for_join = False
         self._closing = False  # read by the snapshot worker thread: stop serializing
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
@@ -325,11 +352,15 @@ class Node:
             self._syncer = _Syncer(lambda: st.sync(), f"sync-{cfg.name}")
             self._snap_executor = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix=f"snap-{cfg.name}")
+            # One thread: a cut transfer's last job runs before the next transfer's first.
+            self._snap_recv_executor = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix=f"snaprecv-{cfg.name}")
             peers = {int(h, 16): parse_url(m["peer_urls"][0])
                      for h, m in self.members.items() if h != self.hex_id and m["peer_urls"]}
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(), peers,
                                            self._on_peer_message)
             self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members)
+            self.transport.on_snapshot_stream = self._on_snapshot_stream
             await self.transport.start()
             self.server = ClientServer(self.handle_request,
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
@@ -369,8 +400,9 @@ class Node:
             snapshot = Snapshot(index, term, tuple(voters), tuple(learners), None)
             self._last_snap_index = index
             if self.kv.applied < index:
-                # Crashed after persisting a received snapshot but before restoring the KV from
-                # it: the log up to `index` is gone, so the KV must come from the snapshot.
+                # A data dir of an older fastraft (snapshots received in one frame, kept as a
+                # file) that crashed after persisting one but before restoring the KV from it.
+                # Streamed snapshots cannot get here: they install in one write.
                 data = st.load_snapshot_data()
                 if data is None:
                     raise FastraftError(f"snapshot {index} is recorded but its data is missing")
@@ -397,9 +429,10 @@ class Node:
                       pre_vote=True, check_quorum=True, seed=cfg.member_id,
                       applied=self.kv.applied)
         self.raft = Raft(rcfg, hard_state, entries, snapshot)
-        if snap_meta is not None and not st.has_snapshot_file(snap_meta[0]):
-            # Our last snapshot was a view of the KV, gone with the old process. The KV now
-            # holds the state at `applied` (>= the snapshot's index): snapshot that instead.
+        if snap_meta is not None:
+            # Our last snapshot was a view of the KV (or a received one), gone with the old
+            # process. The KV now holds the state at `applied` (>= the snapshot's index):
+            # snapshot that instead, so it can be streamed to a follower.
             applied = self.kv.applied
             if applied > snap_meta[0]:
                 self.raft.compact(applied)
@@ -469,13 +502,20 @@ class Node:
             await self.transport.stop()
         if self._syncer is not None:
             self._syncer.stop()
-        if self._snap_executor is not None:
-            # A snapshot being serialized reads the DB: stop it (it polls _closing) and let it
-            # end before the DB closes.
-            self._closing = True
-            self._snap_executor.shutdown(wait=True)
+        self._closing = True
+        for task in (self._snap_recv, self._snap_stream[2] if self._snap_stream else None):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):
+                    pass
+        # A snapshot being streamed or staged uses the DB: let those threads end (the sender
+        # polls _closing) before the DB closes.
+        for ex in (self._snap_executor, self._snap_recv_executor):
+            if ex is not None:
+                ex.shutdown(wait=True)
         self._snap_view = None  # RocksDB iterators must go before their DB
-        self._snap_cache = None
         if self.storage is not None:
             try:
                 self.storage.sync()
@@ -502,6 +542,13 @@ class Node:
 
     def _on_peer_message(self, m: Message) -> None:
         if self._closed or self.raft is None:
+            return
+        if m.type == SNAP:
+            # Snapshots arrive on snapshot streams only (_receive_snapshot: checksummed,
+            # staged, installed in one write). One in a message frame comes from an older
+            # member or is forged: its data must never reach the core.
+            log.warning("%s: ignored a snapshot sent by %x as a message (snapshots travel on "
+                        "snapshot streams)", self.cfg.name, m.frm)
             return
         self.raft.step(m)
         self._schedule_ready()
@@ -545,8 +592,20 @@ class Node:
                     self._fatal("cannot write to storage", e)
             return
         self._send(rd.messages)  # leader traffic first: followers write while we do
+        install = None
+        if rd.snapshot is not None and (rd.snapshot.data or b"").startswith(_STAGED_MAGIC):
+            install = self._pending_install
+            if install is None or rd.snapshot.data != _staged_marker(install):
+                self._fatal(f"snapshot {rd.snapshot.index} was taken but is not staged")
+                return
+            # Held apart: another stream may stage a newer one while this ready syncs.
+            self._pending_install = None
+            self._installing = install
         try:
-            st.save(hs, rd.entries, rd.snapshot)
+            if install is None:
+                st.save(hs, rd.entries, rd.snapshot)
+            else:
+                st.save(hs, rd.entries, rd.snapshot, install=install)
         except Exception as e:
             self._fatal("cannot write to storage", e)
             return
@@ -630,105 +689,206 @@ class Node:
     def _send(self, msgs: list[Message]) -> None:
         if not msgs or self.transport is None:
             return
-        unsent: list[Message] = []
         if any(m.type == SNAP for m in msgs):
             out = []
             for m in msgs:
                 if m.type == SNAP and m.snapshot is not None and m.snapshot.data is None:
-                    data = self._snapshot_data_for(m.snapshot.index, m.to)
-                    if data is None:
-                        unsent.append(m)
-                        continue
-                    m.snapshot = m.snapshot.with_data(data)
+                    # Never on the message connection: its data goes on a stream of its own.
+                    self._stream_snapshot(m)
+                    continue
                 out.append(m)
             msgs = out
         self.transport.send(msgs)
-        raft = self.raft
-        if raft is None:
+
+    # ------------------------------------------------------------------ snapshot streams
+    def _stream_snapshot(self, m: Message) -> None:
+        """Send the core's MsgSnap ``m`` as a snapshot stream (snapstream.py), in a task.
+
+        One stream at a time per member: the view is one RocksDB iterator (a second iterator
+        would see a later state). The core re-sends MsgSnap while a transfer runs (it re-probes
+        after an election timeout without an answer); a stream already on its way for the same
+        follower and index is left to finish. Its end is reported to the core either way."""
+        raft, snap = self.raft, m.snapshot
+        assert raft is not None and snap is not None and self._loop is not None
+        cur = self._snap_stream
+        if cur is not None:
+            if cur[0] != m.to or cur[1] != snap.index:
+                raft.report_snapshot(m.to, False)  # busy: the core asks again later
             return
-        for m in msgs:
-            if m.type == SNAP:
-                # The transport has the whole snapshot in its buffer (or dropped it): let the
-                # core go back to probing either way; the follower's answer decides what follows.
-                raft.report_snapshot(m.to, self.transport.is_connected(m.to))
-                self._snap_sent_at = self._loop.time() if self._loop is not None else 0.0
-        for m in unsent:
-            # Not ready yet (being built) or unavailable: the core probes again later and asks
-            # for the snapshot anew, by then served from the cache.
+        view = self._snap_view
+        addr = self.transport.peer_addr(m.to) if self.transport is not None else None
+        if view is None or view[0] != snap.index or addr is None:
+            log.error("%s: no view of snapshot %d to stream to %x", self.cfg.name, snap.index,
+                      m.to)
             raft.report_snapshot(m.to, False)
+            return
+        tid = next(self._transfer_seq)
+        hello = StreamHello(self.cfg.cluster_id, self.id, m.to, tid, m.term, snap.index,
+                            snap.term, tuple(snap.voters), tuple(snap.learners))
+        task = self._loop.create_task(self._run_snapshot_stream(addr, hello, view))
+        self._snap_stream = (m.to, snap.index, task)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def _snapshot_data_for(self, index: int, to: int) -> bytes | None:
-        """Node snapshot data for `index`, or None when it is not available right now."""
-        cache = self._snap_cache
-        if cache is not None and cache[0] == index:
-            return cache[1]
-        view = self._snap_view
-        if view is not None and view[0] == index:
-            # Serializing the whole KV takes long for a big store: never on the loop.
-            if (self._snap_job is None and self._snap_executor is not None
-                    and self._loop is not None and self.transport is not None
-                    and self.transport.is_connected(to)):
-                kv = self.kv
-                assert kv is not None
-                _, it, members = view
-                job = self._loop.run_in_executor(
-                    self._snap_executor,
-                    lambda: encode_snapshot(index, members,
-                                            kv.snapshot_data(it, lambda: self._closing)))
-                self._snap_job = job
-                job.add_done_callback(lambda f: self._snapshot_built(index, f))
-                log.info("%s: serializing snapshot %d for %x", self.cfg.name, index, to)
-            return None
-        st = self.storage
-        data = st.load_snapshot_data() if st is not None else None
+    async def _run_snapshot_stream(self, addr: tuple[str, int], hello: StreamHello,
+                                   view: tuple[int, Any, dict[str, dict]]) -> None:
+        kv = self.kv
+        assert kv is not None and self._loop is not None and self._snap_executor is not None
+        index, it, members = view
+        log.info("%s: streaming snapshot [index: %d, term: %d] to %x (transfer %d)",
+                 self.cfg.name, index, hello.snap_term, hello.to, hello.transfer_id)
+        started = time.monotonic()
         ok = False
-        if data is not None:
-            try:
-                ok = decode_snapshot_index(data) == index
-            except ValueError:
-                ok = False
-        if not ok:
-            log.error("%s: no stored data for snapshot %d; cannot send it to %x",
-                      self.cfg.name, index, to)
-            return None
-        return data
+        try:
+            n, nbytes = await send_snapshot(
+                addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing), members,
+                self._snap_executor, stall_timeout=self.snap_stall_timeout)
+            ok = True
+            took = time.monotonic() - started
+            log.info("%s: sent snapshot [index: %d] to %x: %d chunks, %.1f MiB in %.2fs "
+                     "(%.1f MiB/s)", self.cfg.name, index, hello.to, n, nbytes / 2**20, took,
+                     nbytes / 2**20 / max(took, 1e-9))
+        except asyncio.CancelledError:
+            raise
+        except InterruptedError:
+            pass  # we are stopping
+        except Exception as e:  # refused, cut, stalled; uvloop raises RuntimeError on a
+            # write to a connection the peer reset
+            log.warning("%s: snapshot [index: %d] to %x failed: %s", self.cfg.name, index,
+                        hello.to, str(e) or type(e).__name__)
+        finally:
+            cur = self._snap_stream
+            if cur is not None and cur[2] is asyncio.current_task():
+                self._snap_stream = None
+            self._snap_sent_at = self._loop.time()
+            if self.raft is not None and not self._closed:
+                # Failed: probe again, which sends a fresh snapshot from scratch if still needed.
+                self.raft.report_snapshot(hello.to, ok)
+                self._schedule_ready()
 
-    def _snapshot_built(self, index: int, fut: asyncio.Future) -> None:
-        self._snap_job = None
-        if fut.cancelled():
+    def _on_snapshot_stream(self, stream: InboundStream) -> None:
+        """A leader opened a snapshot stream to us (called by the transport)."""
+        assert self._loop is not None
+        if self._closed:
+            stream.answer(False, "the member is stopping")
             return
-        exc = fut.exception()
-        if isinstance(exc, InterruptedError):
-            return  # we are stopping
-        if exc is not None:
-            log.error("%s: cannot serialize snapshot %d: %r", self.cfg.name, index, exc)
-            return
-        view = self._snap_view
-        if view is not None and view[0] == index and not self._closed:
-            self._snap_cache = (index, fut.result())
-            log.info("%s: snapshot %d ready to send (%d bytes)", self.cfg.name, index,
-                     len(self._snap_cache[1]))
+        old = self._snap_recv
+        if old is not None and not old.done():
+            old.cancel()  # the leader gave up on it and starts from scratch
+        task = self._loop.create_task(self._receive_snapshot(stream))
+        self._snap_recv = task
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _receive_snapshot(self, stream: InboundStream) -> None:
+        """Stage, verify, ingest (all off the live state), then hand the MsgSnap to the core,
+        whose ready installs it atomically (``storage.save(..., install=...)``)."""
+        st, loop, ex = self.storage, self._loop, self._snap_recv_executor
+        assert st is not None and loop is not None and ex is not None
+        h = stream.hello
+        log.info("%s: receiving snapshot [index: %d, term: %d] from %x (transfer %d)",
+                 self.cfg.name, h.index, h.snap_term, h.frm, h.transfer_id)
+        stage = st.new_stage()
+        digest = hashlib.sha256()
+        meta: list[bytes | None] = [None]
+        n = nbytes = 0
+
+        def stage_chunk(body: bytes) -> None:
+            digest.update(memoryview(body)[1:])  # the payload after the frame type, no copy
+            pairs = KV.parse_chunk(body, 1)
+            for k, v in pairs:
+                if k == b"m":
+                    meta[0] = v
+            stage.add(pairs)
+
+        installed = False
+        try:
+            while True:
+                body = await stream.next(self.snap_stall_timeout)
+                if body[:1] == b"C":
+                    n += 1
+                    nbytes += len(body) - 1
+                    await loop.run_in_executor(ex, stage_chunk, body)
+                elif body[:1] == b"E":
+                    break
+                else:
+                    raise SnapshotStreamError("unexpected frame in a snapshot stream")
+            want_n, want_bytes, want_digest, members = decode_end(body)
+            if (want_n, want_bytes) != (n, nbytes) or want_digest != digest.digest():
+                raise SnapshotStreamError(
+                    f"checksum mismatch ({n} chunks, {nbytes} bytes received; the sender "
+                    f"sent {want_n}, {want_bytes}): nothing installed")
+            meta_key, meta_value = KV.install_meta(meta[0], h.index)
+            await loop.run_in_executor(ex, stage.finish)
+            await loop.run_in_executor(ex, st.prepare_install, stage)
+            if self._closed or self.raft is None:
+                raise SnapshotStreamError("the member is stopping")
+            installed = self._offer_snapshot(h, Install(stage.gen, h.index, meta_key,
+                                                        meta_value, members))
+            stream.answer(True, "" if installed else "not needed (already has the entries)")
+            log.info("%s: received snapshot [index: %d] from %x: %d chunks, %.1f MiB",
+                     self.cfg.name, h.index, h.frm, n, nbytes / 2**20)
+        except asyncio.CancelledError:
+            stream.close()
+            raise
+        except (SnapshotStreamError, WireError, ValueError, OSError) as e:
+            log.warning("%s: snapshot [index: %d] from %x refused: %s", self.cfg.name,
+                        h.index, h.frm, e)
+            stream.answer(False, str(e))
+        except Exception as e:  # a RocksDB error while staging: refuse, keep the live state
+            log.error("%s: snapshot [index: %d] from %x failed: %r", self.cfg.name, h.index,
+                      h.frm, e)
+            stream.answer(False, f"cannot stage the snapshot: {e!r}")
+        finally:
+            if not installed:
+                # After any job still running in the (one-thread) executor; the DB is closed
+                # only after that executor drained (_close_io).
+                try:
+                    ex.submit(st.discard_stage, stage)
+                except RuntimeError:  # executor shut down: the next start cleans up
+                    pass
+
+    def _offer_snapshot(self, h: StreamHello, install: Install) -> bool:
+        """Step the streamed MsgSnap into the core; True when the core took it (its next ready
+        then carries it, and ``install`` with it)."""
+        raft = self.raft
+        assert raft is not None
+        before = raft.snapshot
+        raft.step(Message(SNAP, self.id, h.frm, h.term, snapshot=Snapshot(
+            h.index, h.snap_term, h.voters, h.learners, _staged_marker(install))))
+        self._schedule_ready()
+        after = raft.snapshot
+        if after is before or after is None or after.index != h.index:
+            return False  # stale term, or our log already has it: the core answered itself
+        old = self._pending_install
+        if old is not None and self.storage is not None and self._snap_recv_executor:
+            # Replaced in the core by this newer one before its ready ran: never installed.
+            self._snap_recv_executor.submit(self.storage.discard_gen, old.gen)
+        self._pending_install = install
+        return True
 
     def _set_snap_view(self, index: int, view: Any) -> None:
         members = {h: {k: (list(v) if isinstance(v, list) else v) for k, v in m.items()}
                    for h, m in self.members.items()}  # as of `index`: later changes must not leak
         self._snap_view = (index, view, members)
-        self._snap_cache = None
 
     def _restore_snapshot(self, snap: Snapshot) -> None:
+        """A streamed snapshot's install batch (KV generation, applied index, members, snapshot
+        record) is durable now: switch to it and forget the old generation."""
         assert self.kv is not None and self.storage is not None
-        if snap.data is None:
-            raise FastraftError(f"received snapshot {snap.index} without data")
-        index, members, kv_data = decode_snapshot(snap.data)
-        if index != snap.index:
-            raise FastraftError(f"snapshot data is for index {index}, not {snap.index}")
-        self.kv.restore(kv_data, snap.index)
-        self._set_members(members)
+        install = self._installing
+        if install is None or snap.data != _staged_marker(install):
+            # Cannot happen: _on_peer_message drops every MsgSnap from the message connection.
+            raise FastraftError(f"snapshot {snap.index} was not received on a snapshot stream")
+        self._installing = None
+        self.storage.activate_kv(install.gen)
+        self.kv.reload()
+        self._set_members(install.members)
         self._last_snap_index = snap.index
-        # Storage keeps this snapshot's data in a file now; our older view is obsolete.
-        self._snap_view = None
-        self._snap_cache = None
-        log.info("%s: restored state from snapshot at index %d", self.cfg.name, snap.index)
+        # This member may lead later: the installed state is its snapshot view.
+        self._set_snap_view(snap.index, self.kv.snapshot_view())
+        log.info("%s: restored state from snapshot at index %d (streamed)", self.cfg.name,
+                 snap.index)
         if self.watch_hub.watchers:
             self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
 
@@ -789,6 +949,13 @@ class Node:
             log.error("%s: malformed conf change at index %d: %s", self.cfg.name, e[0], exc)
             return False
         h = format(node_id, "x")
+        if op in (CC_ADD_VOTER, CC_ADD_LEARNER) and self.raft is not None \
+                and self.raft.snapshot is None:
+            # The initial configuration is not in the log (members start from
+            # --initial-cluster), so a new member must not replay the log from index 1: it
+            # takes its configuration, and the member list, from a snapshot. Compacting here
+            # (a view, no copy) makes every later leader send it one (next <= log offset).
+            self._compact_for_join = True
         if op in (CC_ADD_VOTER, CC_ADD_LEARNER):
             m = self.members.setdefault(h, {"name": "", "peer_urls": [], "client_urls": [],
                                             "is_learner": False})
@@ -854,16 +1021,20 @@ class Node:
         the whole KV on the loop here was the p99 spikes (and ~25% of CPU) before."""
         kv, raft, st = self.kv, self.raft, self.storage
         assert kv is not None and raft is not None and st is not None
-        if kv.applied - self._last_snap_index < self.cfg.snapshot_count:
+        if kv.applied - self._last_snap_index < self.cfg.snapshot_count and not (
+                self._compact_for_join and raft.snapshot is None):
             return
-        if self._snap_job is not None:
-            return  # a follower is waiting for the current one: keep the entries after it
+        if self._snap_stream is not None:
+            # A follower is receiving the current one: keep the entries after it (and the
+            # view the stream reads).
+            return
         assert self._loop is not None
         if self._loop.time() - self._snap_sent_at < SNAP_CATCH_UP_GRACE:
             # A follower just got the current snapshot and catches up from the log entries
             # that follow it: compacting them away now would send it another snapshot.
             return
         index = kv.applied
+        self._compact_for_join = False
         raft.compact(index)
         s = raft.snapshot
         assert s is not None and s.index == index
@@ -1262,12 +1433,3 @@ class Node:
         self._linearizable(done, timeout=min(self.read_timeout,
                                              max(0.5, self.cfg.election_timeout / 1000.0)))
 
-
-def decode_snapshot_index(data: bytes) -> int:
-    """The index recorded in node snapshot data's header (cheap: no body decoding)."""
-    if len(data) < _SNAP_HDR.size:
-        raise ValueError("snapshot data is too short")
-    magic, index = _SNAP_HDR.unpack_from(data)
-    if magic != _SNAP_MAGIC:
-        raise ValueError("not a fastraft node snapshot")
-    return int(index)

@@ -8,8 +8,20 @@ Layout of a data directory::
         log    8-byte big-endian index -> msgpack [term, type, data]
         meta   utf-8 key -> msgpack value ("hardstate" = [term, vote, commit],
                "snapshot" = [index, term, voters, learners], plus the node's own keys)
-        kv     the MVCC state machine (layout documented in kv.py)
+        kv     the MVCC state machine (layout documented in kv.py); after a snapshot received
+               from a leader was installed, ``kv.<generation>`` instead: meta "kv_gen" names
+               the live one (see "Installing a received snapshot")
     <data_dir>/snap/<index:016x>.snap   snapshot data, written durably before its metadata
+    <data_dir>/snap/stage-<gen>/        SST files of a snapshot being received (never live)
+
+Installing a received snapshot (streamed in chunks by snapstream.py): the chunks are written as
+SST files into a staging dir (``SnapshotStage``; bounded memory, the live state untouched),
+ingested into a NEW column family ``kv.<gen>`` once the stream's checksum was verified
+(``prepare_install``), and made live by ONE WriteBatch (``save(..., install=...)``) that
+switches meta "kv_gen", writes the new KV's applied index, the member list, the snapshot
+record and the log truncation together. A crash before that batch is durable leaves the old
+state; after it, the new one. At open, column families and staging dirs that are not live are
+removed (``_drop_stale``).
 
 Writes (``save``) never fsync: the host calls ``sync()`` (``flush_wal(True)``, which releases the
 GIL, FACTS.md) once per ready, typically in a worker thread, so one fsync covers a whole batch.
@@ -46,6 +58,10 @@ ID_FILE = "fastraft.id"
 DB_DIR = "db"
 SNAP_DIR = "snap"
 COLUMN_FAMILIES = ("log", "meta", "kv")
+KV_GEN_KEY = b"kv_gen"  # meta: generation of the live KV column family (absent: 0 = "kv")
+STAGE_PREFIX = "stage-"
+# SST files of a staged snapshot are cut at this size: bounded files, many ingested at once.
+STAGE_FILE_BYTES = 64 << 20
 KEEP_SNAPSHOTS = 3  # newest snapshot files kept; older ones are useless once a newer one is durable
 
 _IDX = struct.Struct(">Q")
@@ -92,6 +108,11 @@ def _cf_options() -> rocksdict.Options:
     return opts
 
 
+def kv_cf_name(gen: int) -> str:
+    """The column family holding KV generation ``gen``."""
+    return "kv" if gen == 0 else f"kv.{gen}"
+
+
 def _check_identity(raw: Any, path: str) -> dict:
     """Return the identity dict decoded from the id file, or raise DataDirError if malformed."""
     if not isinstance(raw, dict):
@@ -118,12 +139,19 @@ class Storage:
         self.data_dir = data_dir
         self.identity = identity
         self.db = db
-        self._cfs = {name: db.get_column_family(name) for name in COLUMN_FAMILIES}
-        self._handles = {name: db.get_column_family_handle(name) for name in COLUMN_FAMILIES}
         self._wopts = rocksdict.WriteOptions()
         self._wopts.sync = False  # durability comes from sync(), once per batch
         self._snap_dir = os.path.join(data_dir, SNAP_DIR)
         self._closed = False
+        raw_gen = db.get_column_family("meta").get(KV_GEN_KEY)
+        self.kv_gen: int = msgpack.unpackb(raw_gen) if raw_gen is not None else 0
+        self._next_gen = self.kv_gen
+        # "kv" in these maps is always the LIVE generation's family.
+        self._cfs = {name: db.get_column_family(name) for name in ("log", "meta")}
+        self._handles = {name: db.get_column_family_handle(name) for name in ("log", "meta")}
+        self._cfs["kv"] = db.get_column_family(kv_cf_name(self.kv_gen))
+        self._handles["kv"] = db.get_column_family_handle(kv_cf_name(self.kv_gen))
+        self._drop_stale()
         # The last stored log index (0 = none): lets save() delete a conflicting suffix only
         # when there is one, instead of writing a range tombstone on every append.
         self._last_index = 0
@@ -206,12 +234,16 @@ class Storage:
             os.makedirs(data_dir, exist_ok=True)
             _write_durably(os.path.join(data_dir, ID_FILE), msgpack.packb(ident))
         os.makedirs(os.path.join(data_dir, SNAP_DIR), exist_ok=True)
+        db_path = os.path.join(data_dir, DB_DIR)
         try:
-            db = rocksdict.Rdict(
-                os.path.join(data_dir, DB_DIR),
-                _db_options(),
-                column_families={name_: _cf_options() for name_ in COLUMN_FAMILIES},
-            )
+            # RocksDB opens only with every family it has listed: KV generations included.
+            existing = (rocksdict.Rdict.list_cf(db_path, rocksdict.Options(raw_mode=True))
+                        if os.path.exists(os.path.join(db_path, "CURRENT")) else [])
+            cfs = {name_: _cf_options() for name_ in COLUMN_FAMILIES}
+            for name_ in existing:
+                if name_.startswith("kv."):
+                    cfs[name_] = _cf_options()
+            db = rocksdict.Rdict(db_path, _db_options(), column_families=cfs)
         except Exception as e:  # rocksdict reports corruption/lock problems as plain exceptions
             raise DataDirError(f"data dir {data_dir!r}: cannot open the database: {e}") from None
         return cls(data_dir, db, ident)
@@ -229,6 +261,85 @@ class Storage:
     def write(self, batch: rocksdict.WriteBatch) -> None:
         """Write a batch with sync disabled (made durable by the next ``sync()``)."""
         self.db.write(batch, self._wopts)
+
+    # ----------------------------------------------------------------- received snapshots
+
+    def _drop_stale(self) -> None:
+        """Remove KV generations that are not live and staging dirs (left by a transfer that
+        was cut, refused, or crashed before its install was durable)."""
+        live = kv_cf_name(self.kv_gen)
+        for name in rocksdict.Rdict.list_cf(self.db.path(), rocksdict.Options(raw_mode=True)):
+            if (name == "kv" or name.startswith("kv.")) and name != live:
+                self.db.drop_column_family(name)
+        if os.path.isdir(self._snap_dir):
+            for n in os.listdir(self._snap_dir):
+                if n.startswith(STAGE_PREFIX):
+                    shutil.rmtree(os.path.join(self._snap_dir, n), ignore_errors=True)
+
+    def new_stage(self) -> SnapshotStage:
+        """An empty staging area for a snapshot being received (one at a time)."""
+        self._check_open()
+        # A new generation per transfer: a cut transfer's files or family never collide with
+        # the next one's.
+        self._next_gen = gen = max(self._next_gen, self.kv_gen) + 1
+        path = os.path.join(self._snap_dir, f"{STAGE_PREFIX}{gen}")
+        shutil.rmtree(path, ignore_errors=True)
+        os.makedirs(path)
+        return SnapshotStage(gen, path)
+
+    def prepare_install(self, stage: SnapshotStage) -> None:
+        """Ingest a finished stage into a new (not yet live) KV column family ``kv.<gen>``.
+
+        The files are moved into the DB; nothing the live state reads changes. Runs in a worker
+        thread (RocksDB is thread-safe; the loop goes on serving)."""
+        self._check_open()
+        if not stage.finished:
+            raise ValueError("the snapshot stage is not finished")
+        name = kv_cf_name(stage.gen)
+        if name in rocksdict.Rdict.list_cf(self.db.path(), rocksdict.Options(raw_mode=True)):
+            self.db.drop_column_family(name)  # an earlier attempt at this generation
+        cf = self.db.create_column_family(name, _cf_options())
+        try:
+            if stage.files:
+                io = rocksdict.IngestExternalFileOptions()
+                io.set_move_files(True)
+                cf.ingest_external_file(list(stage.files), io)
+        finally:
+            cf.close()
+        stage.ingested = True
+
+    def discard_stage(self, stage: SnapshotStage) -> None:
+        """Drop a stage that will not be installed: its files and, if ingested, its family."""
+        stage.abort()
+        if stage.ingested:
+            self.discard_gen(stage.gen)
+
+    def discard_gen(self, gen: int) -> None:
+        """Drop KV generation ``gen`` unless it is live (an ingested but unused snapshot)."""
+        if self._closed or gen == self.kv_gen:
+            return
+        name = kv_cf_name(gen)
+        if name in rocksdict.Rdict.list_cf(self.db.path(), rocksdict.Options(raw_mode=True)):
+            self.db.drop_column_family(name)
+
+    def activate_kv(self, gen: int) -> None:
+        """After an install's batch is durable: read and write generation ``gen`` from now on,
+        and drop the old one (open iterators over it stay valid until they go)."""
+        self._check_open()
+        if gen == self.kv_gen:
+            return
+        old_name = kv_cf_name(self.kv_gen)
+        old_cf = self._cfs["kv"]
+        self._cfs["kv"] = self.db.get_column_family(kv_cf_name(gen))
+        self._handles["kv"] = self.db.get_column_family_handle(kv_cf_name(gen))
+        self.kv_gen = gen
+        old_cf.close()
+        self.db.drop_column_family(old_name)
+        shutil.rmtree(os.path.join(self._snap_dir, f"{STAGE_PREFIX}{gen}"), ignore_errors=True)
+        # Generations staged before this one and never installed (replaced in flight).
+        for name in rocksdict.Rdict.list_cf(self.db.path(), rocksdict.Options(raw_mode=True)):
+            if name.startswith("kv.") and int(name[3:]) < gen:
+                self.db.drop_column_family(name)
 
     # ----------------------------------------------------------------- raft state
 
@@ -268,20 +379,30 @@ class Storage:
         """Index of the last stored log entry (0 when the log is empty)."""
         return self._last_index
 
-    def save(self, hard_state: tuple | None, entries: list[tuple], snapshot: Any = None) -> None:
+    def save(self, hard_state: tuple | None, entries: list[tuple], snapshot: Any = None,
+             install: Install | None = None) -> None:
         """Persist one ready's hard state, entries and snapshot in one batch (not synced).
 
         The snapshot's data file is written durably first, so that the metadata naming it is
-        never durable without it.
+        never durable without it. With ``install`` (a received snapshot already ingested by
+        ``prepare_install``) no file is written: the same batch switches the live KV generation
+        and writes its applied index and the member list, so the switch is atomic.
         """
         self._check_open()
         log_h = self._handles["log"]
         meta_h = self._handles["meta"]
         wb = rocksdict.WriteBatch(raw_mode=True)
         last = self._last_index
+        if install is not None:
+            if snapshot is None or install.index != snapshot.index:
+                raise ValueError("an install must come with the snapshot it installs")
+            new_h = self.db.get_column_family_handle(kv_cf_name(install.gen))
+            wb.put(install.kv_meta_key, install.kv_meta, new_h)
+            wb.put(KV_GEN_KEY, msgpack.packb(install.gen), meta_h)
+            wb.put(b"n/members", msgpack.packb(install.members, use_bin_type=True), meta_h)
         if snapshot is not None:
             index, term = snapshot.index, snapshot.term
-            if snapshot.data is not None:
+            if snapshot.data is not None and install is None:
                 self._write_snapshot_file(index, snapshot.data)
             stored = self._cfs["log"].get(_IDX.pack(index))
             if stored is not None and msgpack.unpackb(stored)[0] == term:
@@ -429,6 +550,8 @@ class Storage:
         if self._closed:
             return
         self._closed = True
+        if not self._cfs:
+            return
         for cf in self._cfs.values():
             cf.close()
         self._cfs.clear()
@@ -439,3 +562,68 @@ class Storage:
     def destroy(data_dir: str) -> None:
         """Remove a data dir completely (tests, `member remove` cleanup)."""
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+class Install:
+    """What ``save`` writes, with a snapshot, to make a staged KV generation live."""
+
+    __slots__ = ("gen", "index", "kv_meta_key", "kv_meta", "members")
+
+    def __init__(self, gen: int, index: int, kv_meta_key: bytes, kv_meta: bytes,
+                 members: dict[str, dict[str, Any]]) -> None:
+        self.gen = gen
+        self.index = index
+        self.kv_meta_key = kv_meta_key  # the KV's own record of its applied index (kv.py)
+        self.kv_meta = kv_meta
+        self.members = members
+
+
+class SnapshotStage:
+    """SST files of a snapshot being received: keys arrive in ascending order (a RocksDB
+    iterator on the sender), so they stream straight into SstFileWriters, cut every
+    STAGE_FILE_BYTES. Memory stays bounded (a writer holds one block and its index)."""
+
+    def __init__(self, gen: int, path: str) -> None:
+        self.gen = gen
+        self.path = path
+        self.files: list[str] = []
+        self.finished = False
+        self.ingested = False
+        self._writer: Any = None
+        self._file_bytes = 0
+        self._last_key: bytes | None = None
+
+    def add(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """Append pairs; keys must ascend strictly across calls (ValueError otherwise)."""
+        if self.finished:
+            raise ValueError("the snapshot stage is finished")
+        last = self._last_key
+        for k, v in pairs:
+            if last is not None and k <= last:
+                raise ValueError("snapshot keys are not in ascending order")
+            last = k
+            if self._writer is None:
+                self._writer = rocksdict.SstFileWriter(options=_cf_options())
+                path = os.path.join(self.path, f"{len(self.files):06d}.sst")
+                self._writer.open(path)
+                self.files.append(path)
+                self._file_bytes = 0
+            self._writer[k] = v
+            self._file_bytes += len(k) + len(v)
+            if self._file_bytes >= STAGE_FILE_BYTES:
+                self._writer.finish()
+                self._writer = None
+        self._last_key = last
+
+    def finish(self) -> None:
+        """Close the last file (SstFileWriter.finish syncs it)."""
+        if self._writer is not None:
+            self._writer.finish()
+            self._writer = None
+        self.finished = True
+
+    def abort(self) -> None:
+        """Drop what was staged (a cut, stalled or refused transfer)."""
+        self._writer = None
+        self.finished = True
+        shutil.rmtree(self.path, ignore_errors=True)

@@ -15,6 +15,9 @@ ways, and a sender never waits on its receiver (Raft tolerates loss; it resends)
 * Back-pressure: when a peer's kernel/user write buffer passes ``high_water`` bytes, messages to
   it are dropped until it drains, so a slow or stalled follower cannot grow our memory without
   bound; Raft's probing resends what is missing once it catches up.
+* A connection whose first frame is a *snapshot stream* hello (snapstream.py) carries one
+  snapshot from a leader, apart from messages: its frames go to the host's
+  ``on_snapshot_stream`` handler, which may answer on it.
 * ``delay_ms`` (per transport, or per peer via :meth:`set_delay`) defers writes with
   ``loop.call_later``: a labelled, test-only stand-in for network latency.
 """
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from fastraft._core import Message
+from fastraft.snapstream import InboundStream, decode_stream_hello, is_stream_hello
 from fastraft.wire import (
     MAX_PEER_FRAME,
     FrameDecoder,
@@ -122,6 +126,7 @@ class _Inbound(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.remote_id: int | None = None  # known after the hello
         self.closed = False
+        self.stream: InboundStream | None = None  # set when this is a snapshot stream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -155,7 +160,12 @@ class _Inbound(asyncio.Protocol):
 
     def _handle(self, body: bytes) -> bool:
         owner = self.owner
+        if self.stream is not None:
+            self.stream.feed(body)
+            return True
         if self.remote_id is None:
+            if is_stream_hello(body):
+                return self._open_stream(body)
             try:
                 cluster_id, member_id = decode_hello(body)
             except WireError as e:
@@ -191,6 +201,31 @@ class _Inbound(asyncio.Protocol):
             log.exception("%x: on_message failed for %r", owner.member_id, m)
         return True
 
+    def _open_stream(self, body: bytes) -> bool:
+        owner = self.owner
+        try:
+            hello = decode_stream_hello(body)
+        except WireError as e:
+            self._close("bad snapshot stream hello: %s", e.reason)
+            return False
+        if hello.cluster_id != owner.cluster_id or hello.to != owner.member_id:
+            self._close("snapshot stream for member %x of cluster %x (this is %x of %x)",
+                        hello.to, hello.cluster_id, owner.member_id, owner.cluster_id)
+            return False
+        if owner.on_snapshot_stream is None:
+            self._close("snapshot streams are not accepted here")
+            return False
+        assert self.transport is not None
+        self.remote_id = hello.frm
+        self.stream = InboundStream(self.transport, hello)
+        try:
+            owner.on_snapshot_stream(self.stream)
+        except Exception:  # never let a host bug take the loop down
+            log.exception("%x: cannot take a snapshot stream", owner.member_id)
+            self.stream.close()
+            return False
+        return True
+
     def _answer_join_query(self, member_id: int) -> None:
         # The one case where the receiving side writes: a joining member asks for the cluster
         # id and members before it has either (see wire.py).
@@ -207,6 +242,8 @@ class _Inbound(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.stream is not None:
+            self.stream.lost()
         self.owner._inbound_lost(self)
 
 
@@ -227,6 +264,8 @@ class PeerTransport:
         self.on_message = on_message
         # Set by the host to answer join queries: () -> (cluster_id, members).
         self.on_join_query: Callable[[], tuple[int, dict[str, dict[str, Any]]]] | None = None
+        # Set by the host to receive snapshot streams (snapstream.py).
+        self.on_snapshot_stream: Callable[[InboundStream], None] | None = None
         self.max_frame = max_frame
         self.high_water = high_water
         self.delay_ms = delay_ms
@@ -311,6 +350,11 @@ class PeerTransport:
         conn = self._inbound_by_id.pop(peer_id, None)
         if conn is not None and conn.transport is not None:
             conn.transport.close()
+
+    def peer_addr(self, peer_id: int) -> tuple[str, int] | None:
+        """The peer address we dial ``peer_id`` at (None for an unknown peer)."""
+        p = self._peers.get(peer_id)
+        return p.addr if p is not None else None
 
     def is_connected(self, peer_id: int) -> bool:
         """True when an outbound connection to ``peer_id`` is open (our hello was written)."""

@@ -60,8 +60,10 @@ def _start_joiner(lc: LocalCluster, settings: dict[str, str], cport: int,
 @pytest.mark.parametrize("snapshot_count", [10000, 20], ids=["from-log", "from-snapshot"])
 def test_learner_joins_catches_up_is_promoted_and_counts_for_quorum(make_cluster,
                                                                     snapshot_count) -> None:
-    # from-log: the new member replays the leader's log from index 1; from-snapshot: the log
-    # was compacted, so it starts from a snapshot (membership included).
+    # from-log: the log was never compacted before the member add; from-snapshot: it was. The
+    # new member starts from a snapshot either way (the initial configuration is not in the
+    # log): its configuration and member list come from the snapshot, not from the member
+    # list it was told when it joined.
     lc = make_cluster(3, extra_args=["--snapshot-count", str(snapshot_count)])
     with Client(lc.endpoints, timeout=10) as c:
         for i in range(30):
@@ -106,6 +108,7 @@ def test_learner_joins_catches_up_is_promoted_and_counts_for_quorum(make_cluster
         assert st["header"]["cluster_id"] == cid
         # It caught up: its own (serializable) read sees what was written before it joined.
         wait_for(lambda: _local_get(n4.endpoint, b"pre29") == b"v29", 15, "n4 to catch up")
+        assert "restored state from snapshot" in n4.log_text()
 
         # Promote it (the leader refuses while it is behind, so retry a bounded number of times).
         for _ in range(50):

@@ -61,8 +61,9 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
              >= lst["raft_applied_index"], 20, f"{lagger} to catch up")
     assert "restored state from snapshot" in lc.member(lagger).log_text()
-    # Built in the leader's worker thread from its view, not read from a file or on the loop.
-    assert "serializing snapshot" in lc.member(leader).log_text()
+    # Streamed from the leader's view (a worker thread reads it a chunk at a time).
+    assert "streaming snapshot" in lc.member(leader).log_text()
+    assert "(streamed)" in lc.member(lagger).log_text()
     for m in lc.members:  # every acknowledged write, on every member, read locally
         err, res = request(m.endpoint, "range",
                            {"key": b"k", "range_end": b"l", "serializable": True})
