@@ -16,7 +16,10 @@ the client history (puts and ReadIndex reads) for linearizability at the end.
 Read contexts are member-local, as node.py makes them: a per-run prefix and a counter from 1. Here
 the prefix is the member's incarnation number, so the same context is used by different members
 (and a crash never reuses one on the same member, as the node's random prefix ensures): the core
-must never confuse two reads with equal contexts from different members.
+must never confuse two reads with equal contexts from different members. Besides the history
+check, every confirmed read is checked at once against the members' terms when it was asked
+(`Cluster.check_read_confirmation`), which catches a leader counting answers older than the read
+even when no write happened to make the result stale.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from fastraft.raft import (
 import lincheck
 
 SNAP = MsgType.MsgSnap.value
+READ_INDEX_RESP = MsgType.MsgReadIndexResp.value
 
 
 class SimError(AssertionError):
@@ -177,9 +181,10 @@ class Member:
         self.seen_commit = 0
         self.read_seq = 0
 
-    def next_read_ctx(self) -> bytes:
-        """A member-local read context: incarnation, then a counter from 1 (see the module doc)."""
-        self.read_seq += 1
+    def next_read_ctx(self, at_least: int = 0) -> bytes:
+        """A member-local read context: incarnation, then a counter from 1 that may skip ahead
+        to `at_least` (see the module doc)."""
+        self.read_seq = max(self.read_seq + 1, at_least)
         return self.incarnation.to_bytes(8, "big") + self.read_seq.to_bytes(8, "big")
 
     def _new_raft(self, applied: int) -> Raft:
@@ -350,6 +355,8 @@ class Cluster:
         # Reads by (member, ctx): contexts are member-local.
         self.read_ops: dict[tuple[int, bytes], lincheck.Op] = {}
         self.read_floor: dict[tuple[int, bytes], int] = {}  # max commit when asked
+        # Every member's durable term when the read was asked (see check_read_confirmation).
+        self.read_terms: dict[tuple[int, bytes], dict[int, int]] = {}
 
     # ------------------------------------------------------------------ plumbing
     def member_seed(self, id: int, incarnation: int) -> int:
@@ -379,6 +386,8 @@ class Cluster:
         return max(ls, key=lambda m: m.raft.term) if ls else None
 
     def send(self, frm: Member, m: Message) -> None:
+        if m.type == READ_INDEX_RESP and not m.reject:
+            self.check_read_confirmation(frm, m.term, m.to, m.context)
         if m.type == SNAP:
             # The core leaves snapshot.data empty; the host fills it in from its storage.
             # The message may have been built before the host compacted again: storage keeps
@@ -448,6 +457,10 @@ class Cluster:
     def on_ready(self, mem: Member, rd: Ready) -> None:
         if rd.soft_state is not None:
             self.event("soft", mem.id, rd.soft_state)
+        if mem.raft.role == "leader":
+            for rs in rd.read_states:
+                if rs.ok:
+                    self.check_read_confirmation(mem, mem.raft.term, mem.id, rs.ctx)
         durable_term = mem.durable.hard_state[0]
         for m in rd.messages:
             # Sent before this ready is durable: nothing may speak for a term the member could
@@ -512,6 +525,23 @@ class Cluster:
                 raise SimError(f"ReadIndex at {mem.id:x} answered {rs.index}, but {floor} was "
                                f"committed before the read was asked")
 
+    def check_read_confirmation(self, leader: Member, term: int, requester: int,
+                                ctx: bytes) -> None:
+        """ReadIndex (§6.4): `leader` of `term` confirms a read only after a quorum of voters
+        acknowledged it as leader after the read was asked. A voter whose durable term was
+        already above `term` when the read was asked can never have done so (terms only grow),
+        so a quorum of such acks means the core counted answers given before the read existed.
+        (Lease reads are answered from earlier acks by design: not checked.)"""
+        asked = self.read_terms.get((requester, ctx))
+        if asked is None or leader.raft.cfg.lease_read:
+            return
+        voters = leader.raft.voters
+        could = [v for v in voters if v == leader.id or asked.get(v, 0) <= term]
+        if len(could) < len(voters) // 2 + 1:
+            raise SimError(f"{leader.id:x} (term {term}) confirmed {requester:x}'s read "
+                           f"{ctx.hex()} although only {len(could)} of voters {voters} were at "
+                           f"term {term} or below when it was asked: {asked}")
+
     def on_read_served(self, mem: Member, ctx: bytes, index: int) -> None:
         op = self.read_ops.get((mem.id, ctx))
         if op is None or op.complete is not None:
@@ -538,14 +568,16 @@ class Cluster:
         mem.pump()
         return index
 
-    def read(self, mem: Member, key: bytes) -> bytes:
+    def read(self, mem: Member, key: bytes, at_least: int = 0) -> bytes:
         """A linearizable client get at `mem` through ReadIndex; returns the read's ctx (unique
-        at `mem` only)."""
-        ctx = mem.next_read_ctx()
+        at `mem` only; its counter skips ahead to `at_least` if behind)."""
+        ctx = mem.next_read_ctx(at_least)
         op = lincheck.Op(key, "get", None, self.tick_clock(), None, "unknown")
         self.history.append(op)
         self.read_ops[(mem.id, ctx)] = op
         self.read_floor[(mem.id, ctx)] = self.max_committed
+        self.read_terms[(mem.id, ctx)] = {i: m.durable.hard_state[0]
+                                          for i, m in self.members.items()}
         mem.raft.read_index(ctx)
         mem.pump()
         return ctx
@@ -826,7 +858,10 @@ def run_random(seed: int, profile: Profile) -> RunResult:
     value_no = 0
     keys = [b"k%d" % i for i in range(profile.keys)]
     p_prop = rng.choice([0.1, 0.3, 0.8])
-    p_read = rng.choice([0.05, 0.2])
+    p_read = rng.choice([0.05, 0.2, 0.5])
+    # Sometimes a client reads the key at every member at once, each member's counter skipping
+    # to one number: then the same context reaches the leader from several members.
+    p_read_all = rng.choice([0.0, 0.3])
     max_down = (profile.n - 1) // 2 if rng.random() < 0.7 else profile.n  # sometimes lose quorum
     churn = profile.faults and profile.churn
     p_transfer = rng.choice([0.0, 0.003, 0.01]) if churn else 0.0
@@ -878,7 +913,13 @@ def run_random(seed: int, profile: Profile) -> RunResult:
             if rng.random() < p_read:
                 up = c.alive()
                 if up:
-                    c.read(rng.choice(up), rng.choice(keys))
+                    key = rng.choice(keys)
+                    if rng.random() < p_read_all:
+                        seq = max(m.read_seq for m in up) + 1
+                        for m in up:
+                            c.read(m, key, seq)
+                    else:
+                        c.read(rng.choice(up), key)
             before = sum(1 for q in c.queue if q[2].type == SNAP)
             c.step()
             snaps += max(0, sum(1 for q in c.queue if q[2].type == SNAP) - before)
@@ -902,8 +943,10 @@ def run_random(seed: int, profile: Profile) -> RunResult:
                 raise SimError(f"the stable leader {lead.id:x} refused a proposal")
             final.append(idx)
         target = max(final)
+        # A member added late may still be catching up on the whole log, an entry or two a step.
         c.run_until(lambda: all(m.sm.index >= target for m in current),
-                    profile.liveness_steps, f"proposals up to {target} applied everywhere")
+                    profile.liveness_steps + (target - min(m.sm.index for m in current)) * 4,
+                    f"proposals up to {target} applied everywhere")
         for m in current:
             if m.raft.term != lead.raft.term or m.raft.leader != lead.id:
                 raise SimError(f"{m.id:x} does not follow the final leader {lead.id:x}")

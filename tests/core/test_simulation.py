@@ -140,6 +140,18 @@ def test_checker_catches_a_stale_read_index() -> None:
         c.on_read_state(c.members[1], ReadState(ctx, 1, True))
 
 
+def test_checker_catches_a_read_confirmed_by_answers_older_than_the_read() -> None:
+    c = _running_cluster()
+    lead = c.members[1]
+    term = lead.raft.term
+    for i in (2, 3):  # both followers had durably moved past the leader's term
+        c.members[i].durable.hard_state = (term + 1, 2, c.members[i].durable.hard_state[2])
+    ctx = c.read(lead, b"k")
+    with pytest.raises(raftsim.SimError, match="confirmed 1's read"):
+        c.check_read_confirmation(lead, term, 1, ctx)
+    c.check_read_confirmation(lead, term + 1, 1, ctx)  # a leader of that term could have
+
+
 def test_checker_catches_a_message_sent_before_its_term_is_durable() -> None:
     c = _running_cluster()
     m = c.members[1]
