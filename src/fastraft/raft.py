@@ -213,6 +213,26 @@ def decode_conf_change(data: bytes) -> tuple[int, int, bytes]:
     return int(op), int(node_id), bytes(context)
 
 
+def next_membership(op: int, node_id: int, voters: Any, learners: Any) -> tuple[set[int], set[int]]:
+    """The (voters, learners) after applying one conf change; a change that does not apply (a
+    promotion of a non-learner, adding a voter as a learner) leaves them as they were."""
+    v, lrn = set(voters), set(learners)
+    if op == CC_ADD_VOTER:
+        v.add(node_id)
+        lrn.discard(node_id)
+    elif op == CC_ADD_LEARNER:
+        if node_id not in v:
+            lrn.add(node_id)
+    elif op == CC_PROMOTE:
+        if node_id in lrn:
+            lrn.discard(node_id)
+            v.add(node_id)
+    elif op == CC_REMOVE:
+        v.discard(node_id)
+        lrn.discard(node_id)
+    return v, lrn
+
+
 class _PendingRead:
     """A ReadIndex request waiting for a quorum to confirm this leader. ``round`` is the first
     heartbeat round broadcast after it was queued: only acks of that round or a later one count.
@@ -512,11 +532,11 @@ class Raft:
         answered as the rules say; nothing a peer sends makes this raise."""
         if m.to != self.id:
             return
-        if (m.term | m.index | m.log_term | m.commit) >= _MAX_NUMBER:
-            logger.warning("%x dropped %s from %x: a term or index out of range", self.id,
-                           msg_name(m.type), m.frm)
-            return
         if m.term > self.term:
+            if m.term >= _MAX_NUMBER:
+                logger.warning("%x dropped %s from %x: term %d out of range", self.id,
+                               msg_name(m.type), m.frm, m.term)
+                return
             if m.type in (VOTE, PRE_VOTE):
                 force = m.context == TRANSFER_CONTEXT
                 in_lease = (self.cfg.check_quorum and self.leader != 0
@@ -1002,20 +1022,8 @@ class Raft:
             except Exception:  # a malformed entry from a buggy proposer: skip, do not wedge
                 logger.error("%x ignored malformed conf change at index %d", self.id, index)
                 continue
-            voters, learners = set(self.tracker.voters), set(self.tracker.learners)
-            if op == CC_ADD_VOTER:
-                voters.add(node_id)
-                learners.discard(node_id)
-            elif op == CC_ADD_LEARNER:
-                if node_id not in voters:
-                    learners.add(node_id)
-            elif op == CC_PROMOTE:
-                if node_id in learners:
-                    learners.discard(node_id)
-                    voters.add(node_id)
-            elif op == CC_REMOVE:
-                voters.discard(node_id)
-                learners.discard(node_id)
+            voters, learners = next_membership(op, node_id, self.tracker.voters,
+                                               self.tracker.learners)
             if not voters:
                 logger.error("%x ignored conf change at index %d: it removes every voter",
                              self.id, index)

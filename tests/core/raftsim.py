@@ -36,7 +36,6 @@ import msgpack
 from fastraft.errors import ConfChangeInProgressError, NotLeaderError, ProposalDroppedError
 from fastraft.raft import (
     CC_ADD_LEARNER,
-    CC_ADD_VOTER,
     CC_PROMOTE,
     CC_REMOVE,
     ENTRY_CONF_CHANGE,
@@ -48,6 +47,7 @@ from fastraft.raft import (
     Ready,
     Snapshot,
     decode_conf_change,
+    next_membership,
 )
 
 import lincheck
@@ -619,21 +619,8 @@ class Cluster:
         out = [(tuple(sorted(voters)), tuple(sorted(learners)))]
         for index in sorted(self.conf_entries):
             op, node_id, _ = decode_conf_change(self.conf_entries[index])
-            v, lrn = set(voters), set(learners)
-            if op == CC_ADD_VOTER:
-                v.add(node_id)
-                lrn.discard(node_id)
-            elif op == CC_ADD_LEARNER:
-                if node_id not in v:
-                    lrn.add(node_id)
-            elif op == CC_PROMOTE:
-                if node_id in lrn:
-                    lrn.discard(node_id)
-                    v.add(node_id)
-            elif op == CC_REMOVE:
-                v.discard(node_id)
-                lrn.discard(node_id)
-            if v:
+            v, lrn = next_membership(op, node_id, voters, learners)
+            if v:  # the core skips a change that would leave no voter
                 voters, learners = v, lrn
                 out.append((tuple(sorted(voters)), tuple(sorted(learners))))
         return out
