@@ -463,10 +463,10 @@ def test_read_index_is_confirmed_only_by_heartbeats_sent_after_it() -> None:
     sent after the read was queued. Read contexts are numbered per member, so two members' reads
     share a context: an answer to a heartbeat sent for one must not confirm the other.
 
-    Member 2's read #1 goes to leader 1, whose heartbeat round 2 answers at once while 3's answer
-    is delayed. Leadership moves to 2, which commits k=v2 and acknowledges it; 1, still leader of
-    the old term, queues its own read #1; 3's old answer arrives: it must not confirm that read,
-    which would return v1."""
+    Member 2's read #1 goes to leader 1; 2 answers the heartbeat round sent for it at once, 3's
+    answer is delayed. Leadership moves to 2, which commits k=v2 and acknowledges it; 1, still
+    leader of the old term, queues its own read #1; 3's old answer arrives: it must not confirm
+    that read, which would return v1."""
     c = Cluster(3, seed=18)
     lead = c.elect(1)
     c.propose(lead, b"k", b"v1")
