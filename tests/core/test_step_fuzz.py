@@ -1,8 +1,8 @@
 """Nothing a peer sends makes ``Raft.step`` raise.
 
-A member's core is fed random well-typed messages (what the wire decoder lets through: any
-message type, any 64-bit numbers, entries and snapshots of the right shape but any content, from
-members, from strangers and from itself) in each role it can be in, with ticks and ready/advance
+A member's core is fed random well-typed messages (what the wire decoder lets through: every
+message type (and two unknown ones), any 64-bit numbers, entries and snapshots of the right shape
+but any content, from members, from strangers and from itself) in each role it can be in, with ticks and ready/advance
 cycles in between, and must never raise. What it does with the nonsense is not checked here (the
 simulator checks the rules); only that a peer cannot crash it.
 """
