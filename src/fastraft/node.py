@@ -50,6 +50,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
+import os
 import queue
 import struct
 import threading
@@ -278,6 +279,10 @@ class Node:
         self._read_batch: _ReadBatch | None = None
         self._read_batches: dict[bytes, _ReadBatch] = {}
         self._reads_waiting_apply: list[_ReadBatch] = []
+        # Read contexts are this prefix and a counter: the random prefix keeps a leader's answer
+        # to a read of an earlier run of this member from answering a new read with the same
+        # number.
+        self._read_nonce = os.urandom(8)
         self._read_seq = itertools.count(1)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
@@ -1288,7 +1293,7 @@ class Node:
             return
         b = self._read_batch
         if b is None or timeout is not None:
-            ctx = next(self._read_seq).to_bytes(8, "big")
+            ctx = self._read_nonce + next(self._read_seq).to_bytes(8, "big")
             b = _ReadBatch(ctx, self._loop.time() + (timeout or self.read_timeout))
             if timeout is None:
                 self._read_batch = b

@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
+import struct
 from typing import Any, NamedTuple
 
 import msgpack
@@ -95,9 +96,17 @@ LEADER = "leader"
 
 TRANSFER_CONTEXT = b"transfer"
 
-# A leader's lease is shortened by this many ticks to absorb message delay and clock-rate
-# differences between members (see Raft.lease_valid).
+# A leader's lease is shortened by this many ticks to absorb clock-rate differences between
+# members (see Raft.lease_valid).
 LEASE_MARGIN_TICKS = 2
+
+# Terms and indexes no cluster reaches; a message carrying one is dropped, so the arithmetic on
+# them (term + 1, index + 1) stays within the 64-bit fields of the wire and of _core.
+_MAX_NUMBER = 1 << 62
+
+# A heartbeat's context, echoed by the follower: the leader's heartbeat round and the tick it was
+# sent at. Only the leader that made it reads it back (an answer of another term is dropped).
+_HB_CTX = struct.Struct(">QQ")
 
 
 class Snapshot:
@@ -204,14 +213,38 @@ def decode_conf_change(data: bytes) -> tuple[int, int, bytes]:
     return int(op), int(node_id), bytes(context)
 
 
-class _PendingRead:
-    __slots__ = ("ctx", "index", "requester", "acks")
+def next_membership(op: int, node_id: int, voters: Any, learners: Any) -> tuple[set[int], set[int]]:
+    """The (voters, learners) after applying one conf change; a change that does not apply (a
+    promotion of a non-learner, adding a voter as a learner) leaves them as they were."""
+    v, lrn = set(voters), set(learners)
+    if op == CC_ADD_VOTER:
+        v.add(node_id)
+        lrn.discard(node_id)
+    elif op == CC_ADD_LEARNER:
+        if node_id not in v:
+            lrn.add(node_id)
+    elif op == CC_PROMOTE:
+        if node_id in lrn:
+            lrn.discard(node_id)
+            v.add(node_id)
+    elif op == CC_REMOVE:
+        v.discard(node_id)
+        lrn.discard(node_id)
+    return v, lrn
 
-    def __init__(self, ctx: bytes, index: int, requester: int, self_id: int) -> None:
+
+class _PendingRead:
+    """A ReadIndex request waiting for a quorum to confirm this leader. ``round`` is the first
+    heartbeat round broadcast after it was queued: only acks of that round or a later one count.
+    ``ctx`` and ``requester`` only say whom to answer (ctxs are not unique across members)."""
+
+    __slots__ = ("ctx", "index", "requester", "round")
+
+    def __init__(self, ctx: bytes, index: int, requester: int, round: int) -> None:
         self.ctx = ctx
         self.index = index
         self.requester = requester
-        self.acks = {self_id}
+        self.round = round
 
 
 class Raft:
@@ -263,6 +296,16 @@ class Raft:
         self._heartbeat_elapsed = 0
         self._ticks = 0
         self._ack_tick: dict[int, int] = {}
+        # Heartbeat rounds (never reset, so a round number names one broadcast of this instance):
+        # the last one sent, whether queued reads wait for a new one, and per voter the highest
+        # round it acknowledged and the tick that round was sent at (this term only).
+        self._hb_round = 0
+        self._read_round_due = False
+        self._acked_round: dict[int, int] = {}
+        self._acked_sent_tick: dict[int, int] = {}
+        # A MsgTimeoutNow went out this term: its target may win votes that ignore the followers'
+        # lease (at any later time: the message may be delayed), so lease reads stay off.
+        self._timeout_now_sent = False
         self._leader_since = 0
         self._snap_sent_tick: dict[int, int] = {}
         self._randomized_timeout = config.election_tick
@@ -303,16 +346,23 @@ class Raft:
     def lease_valid(self) -> bool:
         """Whether this leader may answer reads from its own state without a round of heartbeats.
 
-        It holds while a majority acknowledged this leader within the last election timeout, less
-        LEASE_MARGIN_TICKS. It relies on CheckQuorum (followers that heard from a leader within an
-        election timeout refuse to vote) and on the members' clocks running at nearly the same rate:
-        a member whose ticks run slower than the leader's by more than the margin could vote for a
-        new leader while this one still believes its lease holds. ReadIndex makes no such
-        assumption."""
-        if self.role != LEADER or not self.cfg.check_quorum or not self._committed_in_term():
+        It holds while a majority acknowledged heartbeats this leader *sent* within the last
+        election timeout, less LEASE_MARGIN_TICKS: a follower restarts its election timer when a
+        heartbeat arrives, which is after it was sent but may be long before its answer comes back,
+        so timing the lease from the answer would outlive the followers' promise. It relies on
+        CheckQuorum (followers that heard from a leader within an election timeout refuse to vote)
+        and on the members' clocks running at nearly the same rate: a member whose ticks run slower
+        than the leader's by more than the margin could vote for a new leader while this one still
+        believes its lease holds. A leadership transfer breaks the promise outright (MsgTimeoutNow
+        makes the followers vote at once), so there is no lease during one nor, once MsgTimeoutNow
+        went out, for the rest of the term. ReadIndex makes none of these assumptions."""
+        if (self.role != LEADER or not self.cfg.check_quorum or self.lead_transferee
+                or self._timeout_now_sent or not self._committed_in_term()):
             return False
-        # A voter that has not answered this leader yet does not count towards a lease.
-        return (self._quorum_ack_age(-(1 << 62))
+        # A voter that has not answered a heartbeat of this leader does not count.
+        sent = sorted((self._ticks if v == self.id else self._acked_sent_tick.get(v, -(1 << 62))
+                       for v in self.tracker.voters), reverse=True)
+        return (self._ticks - sent[self.tracker.quorum() - 1]
                 < self.cfg.election_tick - LEASE_MARGIN_TICKS)
 
     def _quorum_ack_age(self, unanswered: int) -> int:
@@ -370,8 +420,7 @@ class Raft:
                 self.lead_transferee = 0
         if self._heartbeat_elapsed >= self.cfg.heartbeat_tick:
             self._heartbeat_elapsed = 0
-            ctx = self._pending_reads[-1].ctx if self._pending_reads else b""
-            self._bcast_heartbeat(ctx)
+            self._bcast_heartbeat()
 
     def campaign(self) -> None:
         """Start an election now, as if the election timeout had passed."""
@@ -484,6 +533,10 @@ class Raft:
         if m.to != self.id:
             return
         if m.term > self.term:
+            if m.term >= _MAX_NUMBER:
+                logger.warning("%x dropped %s from %x: term %d out of range", self.id,
+                               msg_name(m.type), m.frm, m.term)
+                return
             if m.type in (VOTE, PRE_VOTE):
                 force = m.context == TRANSFER_CONTEXT
                 in_lease = (self.cfg.check_quorum and self.leader != 0
@@ -588,6 +641,9 @@ class Raft:
                     pr.infl_free_le(m.index)
                 if self._maybe_commit():
                     self._commit_bcast = True
+                    if self.role != LEADER or m.frm not in self.tracker.progress:
+                        # The commit applied a conf change removing the sender (or this leader).
+                        return
                 # Keep the pipeline to this follower full.
                 while self._send_append(m.frm, send_empty=False):
                     pass
@@ -611,7 +667,7 @@ class Raft:
             if pr.match < self.log.last_index():
                 self._send_append(m.frm)
             if m.context:
-                self._read_ack(m.context, m.frm)
+                self._heartbeat_ack(m.context, m.frm)
         # Vote responses, snapshots and appends of our own term from others cannot happen for a
         # legitimate leader; they are dropped.
 
@@ -679,7 +735,11 @@ class Raft:
             self._send(Message(APP_RESP, m.frm, self.id, self.term, index=log.committed))
             return
         ents = m.entries if type(m.entries) is list else list(m.entries)
-        last = log.maybe_append(m.index, m.log_term, ents)
+        try:
+            last = log.maybe_append(m.index, m.log_term, ents)
+        except ValueError as e:  # entries that do not follow m.index: nothing was appended
+            logger.warning("%x dropped a malformed MsgApp from %x: %s", self.id, m.frm, e)
+            return
         if last:
             self._commit_to(min(m.commit, last))
             self._send(Message(APP_RESP, m.frm, self.id, self.term, index=last))
@@ -700,6 +760,10 @@ class Raft:
     def _handle_snapshot(self, m: Message) -> None:
         s = m.snapshot
         if s is None or not isinstance(s, Snapshot):
+            return
+        if s.index >= _MAX_NUMBER or s.term >= _MAX_NUMBER or not s.voters:
+            logger.warning("%x dropped a malformed snapshot [index: %d, term: %d, voters: %d] "
+                           "from %x", self.id, s.index, s.term, len(s.voters), m.frm)
             return
         log = self.log
         if s.index <= log.committed:
@@ -737,7 +801,11 @@ class Raft:
             self.cfg.election_tick)
         self.tracker.reset_votes()
         self.lead_transferee = 0
+        self._timeout_now_sent = False
         self._pending_reads_fail()
+        self._read_round_due = False
+        self._acked_round.clear()
+        self._acked_sent_tick.clear()
         last = self.log.last_index()
         for p in self.tracker.progress.values():
             p.match = 0
@@ -844,7 +912,11 @@ class Raft:
 
     # ------------------------------------------------------------------ leader machinery
     def _send(self, m: Message) -> None:
-        if self.role == LEADER and m.type in _LEADER_SEND_NOW:
+        # A leader's replication messages need not wait for its own disk, but only once its term
+        # is durable: a leader elected in the step its term changed (a single voter, say) must
+        # not speak for a term it could forget in a crash and then vote in again.
+        if (self.role == LEADER and m.type in _LEADER_SEND_NOW
+                and self._prev_hard_state[0] == self.term):
             self._msgs_now.append(m)
         else:
             self._msgs_after.append(m)
@@ -883,6 +955,7 @@ class Raft:
         return True
 
     def _send_timeout_now(self, to: int) -> None:
+        self._timeout_now_sent = True
         self._send(Message(TIMEOUT_NOW, to, self.id, self.term))
 
     def _bcast_append(self) -> None:
@@ -891,7 +964,12 @@ class Raft:
                 while self._send_append(id_, send_empty=False):
                     pass
 
-    def _bcast_heartbeat(self, ctx: bytes) -> None:
+    def _bcast_heartbeat(self) -> None:
+        """One heartbeat round: a new round number, echoed back by the followers, confirms the
+        reads queued before it (ReadIndex) and times the lease from this tick."""
+        self._hb_round += 1
+        self._read_round_due = False
+        ctx = _HB_CTX.pack(self._hb_round, self._ticks)
         committed = self.log.committed
         for id_, pr in self.tracker.progress.items():
             if id_ != self.id:
@@ -944,20 +1022,8 @@ class Raft:
             except Exception:  # a malformed entry from a buggy proposer: skip, do not wedge
                 logger.error("%x ignored malformed conf change at index %d", self.id, index)
                 continue
-            voters, learners = set(self.tracker.voters), set(self.tracker.learners)
-            if op == CC_ADD_VOTER:
-                voters.add(node_id)
-                learners.discard(node_id)
-            elif op == CC_ADD_LEARNER:
-                if node_id not in voters:
-                    learners.add(node_id)
-            elif op == CC_PROMOTE:
-                if node_id in learners:
-                    learners.discard(node_id)
-                    voters.add(node_id)
-            elif op == CC_REMOVE:
-                voters.discard(node_id)
-                learners.discard(node_id)
+            voters, learners = next_membership(op, node_id, self.tracker.voters,
+                                               self.tracker.learners)
             if not voters:
                 logger.error("%x ignored conf change at index %d: it removes every voter",
                              self.id, index)
@@ -992,8 +1058,11 @@ class Raft:
         if len(self.tracker.voters) == 1 or (self.cfg.lease_read and self.lease_valid):
             self._answer_read(ctx, self.log.committed, requester, True)
             return
-        self._pending_reads.append(_PendingRead(ctx, self.log.committed, requester, self.id))
-        self._bcast_heartbeat(ctx)
+        # Confirmed by the next round broadcast (in this ready): acks of earlier rounds were sent
+        # before this read existed and say nothing about leadership after it.
+        self._pending_reads.append(_PendingRead(ctx, self.log.committed, requester,
+                                                self._hb_round + 1))
+        self._read_round_due = True
 
     def _release_reads_before_commit(self) -> None:
         if self._reads_before_commit and self._committed_in_term():
@@ -1001,20 +1070,33 @@ class Raft:
             for ctx, requester in reads:
                 self._leader_read_index(ctx, requester)
 
-    def _read_ack(self, ctx: bytes, frm: int) -> None:
-        if frm not in self.tracker.voters:
+    def _heartbeat_ack(self, ctx: bytes, frm: int) -> None:
+        """A voter echoed heartbeat round ``ctx``: it was following this leader when the round
+        was sent. Reads whose round a quorum has reached (or passed) are confirmed (§6.4)."""
+        if len(ctx) != _HB_CTX.size or frm not in self.tracker.voters:
             return
-        for i, pr in enumerate(self._pending_reads):
-            if pr.ctx == ctx:
-                pr.acks.add(frm)
-                if len(pr.acks & set(self.tracker.voters)) >= self.tracker.quorum():
-                    # A quorum confirmed leadership after this read was queued; that also
-                    # confirms every read queued before it.
-                    done, self._pending_reads = (self._pending_reads[:i + 1],
-                                                 self._pending_reads[i + 1:])
-                    for r in done:
-                        self._answer_read(r.ctx, r.index, r.requester, True)
-                return
+        round, sent_tick = _HB_CTX.unpack(ctx)
+        if round > self._hb_round or sent_tick > self._ticks:
+            return  # not a round this leader sent
+        if round > self._acked_round.get(frm, 0):
+            self._acked_round[frm] = round
+            self._acked_sent_tick[frm] = sent_tick
+            if self._pending_reads and round >= self._pending_reads[0].round:
+                self._confirm_reads()
+
+    def _confirm_reads(self) -> None:
+        """Answer the pending reads whose round a quorum of voters has acknowledged."""
+        pending = self._pending_reads
+        acked = sorted((self._hb_round if v == self.id else self._acked_round.get(v, 0)
+                        for v in self.tracker.voters), reverse=True)
+        quorum_round = acked[self.tracker.quorum() - 1]
+        n = 0
+        while n < len(pending) and pending[n].round <= quorum_round:
+            n += 1
+        if n:
+            done, self._pending_reads = pending[:n], pending[n:]
+            for r in done:
+                self._answer_read(r.ctx, r.index, r.requester, True)
 
     def _answer_read(self, ctx: bytes, index: int, requester: int, ok: bool) -> None:
         if requester == self.id:
@@ -1039,9 +1121,15 @@ class Raft:
         if self._bcast_pending:
             self._bcast_pending = False
             self._bcast_append()
+        if self._read_round_due:
+            self._bcast_heartbeat()
+            if len(self.tracker.voters) == 1:
+                # The voters shrank to this leader alone while reads waited: it is the quorum.
+                self._confirm_reads()
         if self._commit_bcast:
             self._commit_bcast = False
             sent = {m.to for m in self._msgs_now if m.type == APP}
+            sent.update(m.to for m in self._msgs_after if m.type == APP)
             for id_ in self.tracker.progress:
                 if id_ != self.id and id_ not in sent:
                     self._send_append(id_, send_empty=True)
@@ -1054,7 +1142,8 @@ class Raft:
             self._msgs_now or self._msgs_after or self._read_states
             or self._received_snapshot is not None
             or log.unstable <= log.last_index()
-            or (self.role == LEADER and (self._bcast_pending or self._commit_bcast))
+            or (self.role == LEADER
+                and (self._bcast_pending or self._commit_bcast or self._read_round_due))
             or min(log.committed, log.stable) > self.applied
             or (self.term, self.vote, log.committed) != self._prev_hard_state
             or (self.leader, self.role) != self._prev_soft_state)

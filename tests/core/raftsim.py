@@ -9,7 +9,17 @@ volatile part, so a crash loses exactly what a real crash would.
 Everything random comes from ``random.Random(seed)``: a failing run replays from its seed.
 
 `Cluster` gives manual control (scenario tests); `run_random` drives a cluster through random
-faults and checks the Raft safety properties after every step (see `Cluster.check`).
+faults, leadership transfers, membership changes (add learner, promote, remove, re-add) and
+linearizable reads, checks the Raft safety properties after every step (see `Cluster.check`) and
+the client history (puts and ReadIndex reads) for linearizability at the end.
+
+Read contexts are member-local, as node.py makes them: a per-run prefix and a counter from 1. Here
+the prefix is the member's incarnation number, so the same context is used by different members
+(and a crash never reuses one on the same member, as the node's random prefix ensures): the core
+must never confuse two reads with equal contexts from different members. Besides the history
+check, every confirmed read is checked at once against the members' terms when it was asked
+(`Cluster.check_read_confirmation`), which catches a leader counting answers older than the read
+even when no write happened to make the result stale.
 """
 
 from __future__ import annotations
@@ -25,6 +35,9 @@ import msgpack
 
 from fastraft.errors import ConfChangeInProgressError, NotLeaderError, ProposalDroppedError
 from fastraft.raft import (
+    CC_ADD_LEARNER,
+    CC_PROMOTE,
+    CC_REMOVE,
     ENTRY_CONF_CHANGE,
     Config,
     Message,
@@ -33,11 +46,14 @@ from fastraft.raft import (
     ReadState,
     Ready,
     Snapshot,
+    decode_conf_change,
+    next_membership,
 )
 
 import lincheck
 
 SNAP = MsgType.MsgSnap.value
+READ_INDEX_RESP = MsgType.MsgReadIndexResp.value
 
 
 class SimError(AssertionError):
@@ -163,6 +179,13 @@ class Member:
         self.read_states: list[ReadState] = []          # every read state seen (tests look)
         self.applied_since_compact = 0
         self.seen_commit = 0
+        self.read_seq = 0
+
+    def next_read_ctx(self, at_least: int = 0) -> bytes:
+        """A member-local read context: incarnation, then a counter from 1 that may skip ahead
+        to `at_least` (see the module doc)."""
+        self.read_seq = max(self.read_seq + 1, at_least)
+        return self.incarnation.to_bytes(8, "big") + self.read_seq.to_bytes(8, "big")
 
     def _new_raft(self, applied: int) -> Raft:
         c = self.c
@@ -188,6 +211,7 @@ class Member:
         if self.alive:
             return
         self.incarnation += 1
+        self.read_seq = 0
         snap = self.durable.snapshot
         # The state machine is rebuilt from the snapshot; the log replays the rest.
         self.sm = StateMachine.restore(snap.data) if snap is not None else StateMachine()
@@ -323,11 +347,16 @@ class Cluster:
         self.lc_checked: dict[tuple[int, int], int] = {}
         self.full_check_every = 25
         # --- client bookkeeping
+        # Conf-change entries known committed (index -> data), from applies and commits.
+        self.conf_entries: dict[int, bytes] = {}
+        # --- client bookkeeping
         self.history: list[lincheck.Op] = []
         self.put_ops: dict[bytes, lincheck.Op] = {}        # entry data -> its put
-        self.read_ops: dict[bytes, tuple[int, lincheck.Op]] = {}  # ctx -> (member, op)
-        self.read_floor: dict[bytes, int] = {}             # ctx -> max commit when asked
-        self.next_ctx = 0
+        # Reads by (member, ctx): contexts are member-local.
+        self.read_ops: dict[tuple[int, bytes], lincheck.Op] = {}
+        self.read_floor: dict[tuple[int, bytes], int] = {}  # max commit when asked
+        # Every member's durable term when the read was asked (see check_read_confirmation).
+        self.read_terms: dict[tuple[int, bytes], dict[int, int]] = {}
 
     # ------------------------------------------------------------------ plumbing
     def member_seed(self, id: int, incarnation: int) -> int:
@@ -357,6 +386,8 @@ class Cluster:
         return max(ls, key=lambda m: m.raft.term) if ls else None
 
     def send(self, frm: Member, m: Message) -> None:
+        if m.type == READ_INDEX_RESP and not m.reject:
+            self.check_read_confirmation(frm, m.term, m.to, m.context)
         if m.type == SNAP:
             # The core leaves snapshot.data empty; the host fills it in from its storage.
             # The message may have been built before the host compacted again: storage keeps
@@ -426,6 +457,17 @@ class Cluster:
     def on_ready(self, mem: Member, rd: Ready) -> None:
         if rd.soft_state is not None:
             self.event("soft", mem.id, rd.soft_state)
+        if mem.raft.role == "leader":
+            for rs in rd.read_states:
+                if rs.ok:
+                    self.check_read_confirmation(mem, mem.raft.term, mem.id, rs.ctx)
+        durable_term = mem.durable.hard_state[0]
+        for m in rd.messages:
+            # Sent before this ready is durable: nothing may speak for a term the member could
+            # forget in a crash.
+            if m.term > durable_term:
+                raise SimError(f"{mem.id:x} sends {m!r} before its term {m.term} is durable "
+                               f"(durable term {durable_term})")
         for e in rd.entries:
             key = (e[0], e[1])
             old = self.entry_sig.get(key)
@@ -458,6 +500,8 @@ class Cluster:
             raise SimError(f"{mem.id:x} applied {(term, data)!r} at {index} but "
                            f"{(c[0], c[1])!r} was committed there")
         self._check_digest(mem, index, mem.sm.digest)
+        if e[2] == ENTRY_CONF_CHANGE:
+            self.conf_entries.setdefault(index, data)
         op = self.put_ops.get(data) if data else None
         if op is not None and op.complete is None:
             # Committed and applied: it took effect by now.
@@ -476,17 +520,31 @@ class Cluster:
     def on_read_state(self, mem: Member, rs: ReadState) -> None:
         self.event("read-state", mem.id, rs)
         if rs.ok:
-            floor = self.read_floor.get(rs.ctx)
+            floor = self.read_floor.get((mem.id, rs.ctx))
             if floor is not None and rs.index < floor:
                 raise SimError(f"ReadIndex at {mem.id:x} answered {rs.index}, but {floor} was "
                                f"committed before the read was asked")
 
-    def on_read_served(self, mem: Member, ctx: bytes, index: int) -> None:
-        entry = self.read_ops.get(ctx)
-        if entry is None:
+    def check_read_confirmation(self, leader: Member, term: int, requester: int,
+                                ctx: bytes) -> None:
+        """ReadIndex (§6.4): `leader` of `term` confirms a read only after a quorum of voters
+        acknowledged it as leader after the read was asked. A voter whose durable term was
+        already above `term` when the read was asked can never have done so (terms only grow),
+        so a quorum of such acks means the core counted answers given before the read existed.
+        (Lease reads are answered from earlier acks by design: not checked.)"""
+        asked = self.read_terms.get((requester, ctx))
+        if asked is None or leader.raft.cfg.lease_read:
             return
-        member_id, op = entry
-        if member_id != mem.id or op.complete is not None:
+        voters = leader.raft.voters
+        could = [v for v in voters if v == leader.id or asked.get(v, 0) <= term]
+        if len(could) < len(voters) // 2 + 1:
+            raise SimError(f"{leader.id:x} (term {term}) confirmed {requester:x}'s read "
+                           f"{ctx.hex()} although only {len(could)} of voters {voters} were at "
+                           f"term {term} or below when it was asked: {asked}")
+
+    def on_read_served(self, mem: Member, ctx: bytes, index: int) -> None:
+        op = self.read_ops.get((mem.id, ctx))
+        if op is None or op.complete is not None:
             return
         op.value = mem.sm.kv.get(op.key)
         op.complete = self.tick_clock()
@@ -510,14 +568,16 @@ class Cluster:
         mem.pump()
         return index
 
-    def read(self, mem: Member, key: bytes) -> bytes:
-        """A linearizable client get at `mem` through ReadIndex; returns the read's ctx."""
-        self.next_ctx += 1
-        ctx = b"r%d" % self.next_ctx
+    def read(self, mem: Member, key: bytes, at_least: int = 0) -> bytes:
+        """A linearizable client get at `mem` through ReadIndex; returns the read's ctx (unique
+        at `mem` only; its counter skips ahead to `at_least` if behind)."""
+        ctx = mem.next_read_ctx(at_least)
         op = lincheck.Op(key, "get", None, self.tick_clock(), None, "unknown")
         self.history.append(op)
-        self.read_ops[ctx] = (mem.id, op)
-        self.read_floor[ctx] = self.max_committed
+        self.read_ops[(mem.id, ctx)] = op
+        self.read_floor[(mem.id, ctx)] = self.max_committed
+        self.read_terms[(mem.id, ctx)] = {i: m.durable.hard_state[0]
+                                          for i, m in self.members.items()}
         mem.raft.read_index(ctx)
         mem.pump()
         return ctx
@@ -546,10 +606,24 @@ class Cluster:
         self.event("heal")
 
     def add_member(self, id: int) -> Member:
-        """A fresh, empty member (to be added by a conf change); it knows the current voters."""
+        """A fresh, empty member (to be added by a conf change). Like every member it starts from
+        the bootstrap membership (``voters``/``learners``) and learns the rest from the log."""
         m = Member(self, id)
         self.members[id] = m
         return m
+
+    def configs(self) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """The committed memberships in order: the bootstrap one, then one per conf change
+        known committed (by the core's rules for applying them)."""
+        voters, learners = set(self.voters), set(self.learners)
+        out = [(tuple(sorted(voters)), tuple(sorted(learners)))]
+        for index in sorted(self.conf_entries):
+            op, node_id, _ = decode_conf_change(self.conf_entries[index])
+            v, lrn = next_membership(op, node_id, voters, learners)
+            if v:  # the core skips a change that would leave no voter
+                voters, learners = v, lrn
+                out.append((tuple(sorted(voters)), tuple(sorted(learners))))
+        return out
 
     def step(self, tick: bool = True) -> None:
         """One unit of time: deliver due messages, tick every live member, run the host loops,
@@ -619,6 +693,8 @@ class Cluster:
                 log = r.log
                 for i in range(max(m.seen_commit + 1, log.offset + 1), r.commit + 1):
                     e = log.entry(i)
+                    if e[2] == ENTRY_CONF_CHANGE:
+                        self.conf_entries.setdefault(i, e[3])
                     prev = self.committed.get(i)
                     if prev is None:
                         self.committed[i] = (e[1], e[3], r.term)
@@ -669,18 +745,29 @@ class Cluster:
             self.check_durable_majority()
 
     def check_durable_majority(self) -> None:
-        voters = [self.members[v] for v in self.voters if v in self.members]
-        need = len(voters) // 2 + 1
-        offs = sorted((v.durable.offset for v in voters), reverse=True)
-        start = offs[need - 1] + 1  # below this a majority holds it in a snapshot already
-        for i in range(start, self.max_committed + 1):
+        """Every committed entry is durable at a majority of the newest committed membership or
+        of the one before it. (The newest conf change committed under the one before, which puts
+        everything up to it on a majority of that; entries after it committed under either.)"""
+        configs = [[self.members[v] for v in voters if v in self.members]
+                   for voters, _ in self.configs()[-2:]]
+        starts = []
+        for voters in configs:
+            offs = sorted((v.durable.offset for v in voters), reverse=True)
+            # Below this a majority holds it in a snapshot already.
+            starts.append(offs[len(voters) // 2] + 1)
+        for i in range(min(starts), self.max_committed + 1):
             c = self.committed.get(i)
             if c is None:
                 continue
-            have = sum(1 for v in voters if v.durable.term_at(i) in (c[0], -1))
-            if have < need:
-                raise SimError(f"committed entry {i} (term {c[0]}) is durable at only {have} of "
-                               f"{len(voters)} voters")
+            counts = []
+            for voters in configs:
+                have = sum(1 for v in voters if v.durable.term_at(i) in (c[0], -1))
+                if have >= len(voters) // 2 + 1:
+                    break
+                counts.append(f"{have} of {len(voters)}")
+            else:
+                raise SimError(f"committed entry {i} (term {c[0]}) is durable at only "
+                               f"{' / '.join(counts)} voters (last two memberships)")
 
     def describe(self) -> str:
         lines = [f"step {self.now}, seed {self.seed}"]
@@ -709,6 +796,7 @@ class Profile:
     faults: bool = True
     keys: int = 3
     liveness_steps: int = 400
+    churn: bool = True        # leadership transfers and membership changes (with faults only)
 
 
 @dataclasses.dataclass
@@ -721,6 +809,9 @@ class RunResult:
     crashes: int
     history_ops: int
     lincheck: lincheck.CheckResult
+    transfers: int = 0      # leadership transfers started
+    conf_changes: int = 0   # conf changes committed (add learner, promote, remove, re-add)
+    reads_ok: int = 0       # linearizable reads answered (and so checked)
 
 
 def random_faults(rng: random.Random) -> Faults:
@@ -754,11 +845,25 @@ def run_random(seed: int, profile: Profile) -> RunResult:
     value_no = 0
     keys = [b"k%d" % i for i in range(profile.keys)]
     p_prop = rng.choice([0.1, 0.3, 0.8])
-    p_read = rng.choice([0.05, 0.2])
+    p_read = rng.choice([0.05, 0.2, 0.5])
+    # Sometimes a client reads the key at every member at once, each member's counter skipping
+    # to one number: then the same context reaches the leader from several members.
+    p_read_all = rng.choice([0.0, 0.3])
     max_down = (profile.n - 1) // 2 if rng.random() < 0.7 else profile.n  # sometimes lose quorum
+    churn = profile.faults and profile.churn
+    p_transfer = rng.choice([0.0, 0.003, 0.01]) if churn else 0.0
+    p_conf = rng.choice([0.0, 0.005, 0.02]) if churn else 0.0
+    # Ids a membership change may add: two spares beyond the bootstrap members.
+    pool = list(c.members) + [profile.n + 1, profile.n + 2]
+    transfers = 0
     ids = list(c.members)
     try:
         for _ in range(profile.steps):
+            if p_transfer and rng.random() < p_transfer:
+                transfers += _random_transfer(c, rng)
+            if p_conf and rng.random() < p_conf:
+                _random_conf_change(c, rng, pool, profile.n)
+                ids = list(c.members)
             if faults.crash and rng.random() < faults.crash:
                 up = c.alive()
                 if len(ids) - len(up) < max_down and up:
@@ -795,7 +900,13 @@ def run_random(seed: int, profile: Profile) -> RunResult:
             if rng.random() < p_read:
                 up = c.alive()
                 if up:
-                    c.read(rng.choice(up), rng.choice(keys))
+                    key = rng.choice(keys)
+                    if rng.random() < p_read_all:
+                        seq = max(m.read_seq for m in up) + 1
+                        for m in up:
+                            c.read(m, key, seq)
+                    else:
+                        c.read(rng.choice(up), key)
             before = sum(1 for q in c.queue if q[2].type == SNAP)
             c.step()
             snaps += max(0, sum(1 for q in c.queue if q[2].type == SNAP) - before)
@@ -809,6 +920,8 @@ def run_random(seed: int, profile: Profile) -> RunResult:
                     "a leader after the final heal (and its log committed)")
         lead = c.leader()
         assert lead is not None
+        # Members removed for good are out of the liveness checks (they may never learn it).
+        current = [c.members[i] for i in lead.raft.voters + lead.raft.learners]
         final: list[int] = []
         for i in range(5):
             value_no += 1
@@ -817,14 +930,16 @@ def run_random(seed: int, profile: Profile) -> RunResult:
                 raise SimError(f"the stable leader {lead.id:x} refused a proposal")
             final.append(idx)
         target = max(final)
-        c.run_until(lambda: all(m.sm.index >= target for m in c.members.values()),
-                    profile.liveness_steps, f"proposals up to {target} applied everywhere")
-        for m in c.members.values():
+        # A member added late may still be catching up on the whole log, an entry or two a step.
+        c.run_until(lambda: all(m.sm.index >= target for m in current),
+                    profile.liveness_steps + (target - min(m.sm.index for m in current)) * 4,
+                    f"proposals up to {target} applied everywhere")
+        for m in current:
             if m.raft.term != lead.raft.term or m.raft.leader != lead.id:
                 raise SimError(f"{m.id:x} does not follow the final leader {lead.id:x}")
         # Reads after the heal complete too.
-        ctxs = [(c.read(m, keys[0]), m) for m in c.members.values()]
-        c.run_until(lambda: all(c.read_ops[ctx][1].complete is not None for ctx, _ in ctxs),
+        ops = [c.read_ops[(m.id, c.read(m, keys[0]))] for m in current]
+        c.run_until(lambda: all(op.complete is not None for op in ops),
                     profile.liveness_steps, "reads after the final heal")
         # Puts whose entries never got applied anywhere are gone for good: every log now matches
         # the final leader's and everything in it is applied.
@@ -838,8 +953,59 @@ def run_random(seed: int, profile: Profile) -> RunResult:
     except AssertionError as e:
         raise SimError(f"{e}\n{c.describe()}") from e
     return RunResult(seed, len(c.leaders), c.max_committed,
-                     min(m.sm.index for m in c.members.values()), snaps, crashes,
-                     len(c.history), result)
+                     min(m.sm.index for m in current), snaps, crashes,
+                     len(c.history), result, transfers, len(c.conf_entries),
+                     sum(1 for op in c.read_ops.values() if op.outcome == "ok"))
+
+
+def _random_transfer(c: Cluster, rng: random.Random) -> int:
+    """Ask the leader to hand leadership to a random other voter; 1 if it started."""
+    lead = c.leader()
+    if lead is None:
+        return 0
+    others = [v for v in lead.raft.voters if v != lead.id]
+    if not others:
+        return 0
+    to = rng.choice(others)
+    try:
+        lead.raft.transfer_leader(to)
+    except (NotLeaderError, ValueError):
+        return 0
+    c.event("transfer", lead.id, to)
+    lead.pump()
+    return 1
+
+
+def _random_conf_change(c: Cluster, rng: random.Random, pool: list[int], n: int) -> None:
+    """One membership change at the leader: add a learner (a new member, or one removed before:
+    a re-add, with the storage it kept), promote a learner, or remove a learner or a voter (the
+    leader too), keeping between n-1 and n+1 voters."""
+    lead = c.leader()
+    if lead is None:
+        return
+    voters, learners = lead.raft.voters, lead.raft.learners
+    choices: list[tuple[int, int]] = [(CC_ADD_LEARNER, i) for i in pool
+                                      if i not in voters and i not in learners]
+    choices += [(CC_REMOVE, i) for i in learners]
+    if len(voters) < n + 1:
+        choices += [(CC_PROMOTE, i) for i in learners]
+    if len(voters) > n - 1:
+        choices += [(CC_REMOVE, i) for i in voters]
+    if not choices:
+        return
+    op, node_id = rng.choice(choices)
+    try:
+        lead.raft.propose_conf_change(op, node_id)
+    except (ConfChangeInProgressError, NotLeaderError, ProposalDroppedError, ValueError):
+        return
+    if op == CC_ADD_LEARNER:
+        m = c.members.get(node_id)
+        if m is None:
+            c.add_member(node_id)
+        elif not m.alive:
+            m.restart()
+    c.event("conf-change", lead.id, op, node_id)
+    lead.pump()
 
 
 MAX_BACKLOG = 200
@@ -854,10 +1020,11 @@ def _backlog(c: Cluster) -> int:
 
 def _stable_leader(c: Cluster) -> bool:
     lead = c.leader()
-    if lead is None or lead.raft.commit < lead.raft.last_index:
+    # A transfer still running ends within an election timeout (done or aborted).
+    if lead is None or lead.raft.commit < lead.raft.last_index or lead.raft.lead_transferee:
         return False
     return all(m.alive and m.raft.term == lead.raft.term and m.raft.leader == lead.id
-               for m in c.members.values())
+               for m in (c.members[i] for i in lead.raft.voters + lead.raft.learners))
 
 
 def seeds_from_env(default: int, base: int = 0) -> list[int]:

@@ -7,9 +7,11 @@ log matching, leader completeness, state machine safety, durability of committed
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
+import lincheck
 from raftsim import Cluster, SimError
 from fastraft.errors import ProposalDroppedError
 from fastraft.raft import (
@@ -23,6 +25,8 @@ from fastraft.raft import (
 )
 
 APP = MsgType.MsgApp.value
+APP_RESP = MsgType.MsgAppResp.value
+HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 SNAP = MsgType.MsgSnap.value
 TIMEOUT_NOW = MsgType.MsgTimeoutNow.value
 READ_INDEX = MsgType.MsgReadIndex.value
@@ -30,6 +34,30 @@ READ_INDEX = MsgType.MsgReadIndex.value
 
 def _ok_reads(c: Cluster, id: int, ctx: bytes) -> list:
     return [rs for rs in c.members[id].read_states if rs.ctx == ctx and rs.ok]
+
+
+def _hold(c: Cluster, pred: Callable[[Message], bool]) -> list[Message]:
+    """From now on the network holds back every message matching `pred` (instead of delivering
+    it); returns the list they collect in, to be handed over later with `_hand_over`."""
+    held: list[Message] = []
+
+    def hold(m: Message) -> bool:
+        if pred(m):
+            held.append(m)
+            return True
+        return False
+
+    c.drop_filter = hold
+    return held
+
+
+def _hand_over(c: Cluster, held: list[Message]) -> None:
+    """Deliver held messages now, past the network's filter and cuts."""
+    for m in held:
+        mem = c.members[m.to]
+        mem.raft.step(m)
+        mem.pump()
+    held.clear()
 
 
 # ------------------------------------------------------------------ Figure 8 (§5.4.2)
@@ -231,12 +259,10 @@ def test_add_voter_remove_voter_then_failure_stays_safe_and_live() -> None:
     lead.pump()
     _commit_everywhere(c, idx, [1, 2, 3, 4])
     assert all(c.members[i].raft.voters == (1, 2, 3, 4) for i in (1, 2, 3, 4))
-    c.voters = (1, 2, 3, 4)
     idx = lead.raft.propose_conf_change(CC_REMOVE, 2)
     lead.pump()
     _commit_everywhere(c, idx, [1, 3, 4])
     assert lead.raft.voters == (1, 3, 4)
-    c.voters = (1, 3, 4)
     c.members[2].crash()  # removed: it must not matter any more
     # Now the leader fails: 3 and 4 are a majority of {1, 3, 4}.
     lead.crash()
@@ -277,7 +303,6 @@ def test_add_learner_then_promote() -> None:
     lead.pump()
     _commit_everywhere(c, idx, [1, 2, 3, 4])
     assert lead.raft.voters == (1, 2, 3, 4) and lead.raft.learners == ()
-    c.voters = (1, 2, 3, 4)
     # As a voter it now counts: with 2 and 3 down, 1 and 4 are not a majority of four...
     c.members[2].crash()
     c.members[3].crash()
@@ -287,6 +312,23 @@ def test_add_learner_then_promote() -> None:
     # ... and with 3 back, {1, 3, 4} commits it.
     c.members[3].restart()
     _commit_everywhere(c, idx, [1, 3, 4], steps=100)
+
+
+def test_append_reply_that_commits_the_senders_removal_does_not_raise() -> None:
+    """Nothing a peer sends makes step raise: an append reply whose ack commits the removal of
+    its own sender leaves the leader with no progress for it, and the leader must stop there
+    (not keep streaming to a member it no longer tracks)."""
+    c = Cluster(3, seed=22)
+    lead = c.elect(1)
+    c.drop_filter = lambda m: m.type == APP_RESP and m.frm == 2  # only 3's acks count
+    idx = lead.raft.propose_conf_change(CC_REMOVE, 3)
+    lead.pump()
+    c.stabilize()
+    assert lead.raft.commit >= idx
+    assert lead.raft.voters == (1, 2) and lead.raft.role == "leader"
+    c.drop_filter = None
+    idx = c.propose(lead, b"k", b"after")
+    _commit_everywhere(c, idx, [1, 2])
 
 
 # ------------------------------------------------------------------ leadership transfer
@@ -338,7 +380,7 @@ def test_read_index_on_a_healthy_leader_returns_the_commit_index() -> None:
     c.stabilize()
     (rs,) = _ok_reads(c, 1, ctx)
     assert rs.index == lead.raft.commit
-    assert c.read_ops[ctx][1].value == b"v3"
+    assert c.read_ops[(1, ctx)].value == b"v3"
 
 
 def test_follower_read_index_is_forwarded_and_answered() -> None:
@@ -352,7 +394,7 @@ def test_follower_read_index_is_forwarded_and_answered() -> None:
                for ev in c.events)
     (rs,) = _ok_reads(c, 2, ctx)
     assert rs.index == lead.raft.commit
-    assert c.read_ops[ctx][1].value == b"v"
+    assert c.read_ops[(2, ctx)].value == b"v"
 
 
 def test_stale_leader_never_confirms_a_read() -> None:
@@ -414,6 +456,133 @@ def test_lease_read_only_while_the_lease_holds() -> None:
     ctx2 = c.read(lead, b"k")
     c.run(5)
     assert _ok_reads(c, 1, ctx2) == []
+
+
+def test_read_index_is_confirmed_only_by_heartbeats_sent_after_it() -> None:
+    """ReadIndex (thesis §6.4): a read is confirmed by a quorum answering heartbeats the leader
+    sent after the read was queued. Read contexts are numbered per member, so two members' reads
+    share a context: an answer to a heartbeat sent for one must not confirm the other.
+
+    Member 2's read #1 goes to leader 1; 2 answers the heartbeat round sent for it at once, 3's
+    answer is delayed. Leadership moves to 2, which commits k=v2 and acknowledges it; 1, still
+    leader of the old term, queues its own read #1; 3's old answer arrives: it must not confirm
+    that read, which would return v1."""
+    c = Cluster(3, seed=18)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v1")
+    c.stabilize()
+    term = lead.raft.term
+    held = _hold(c, lambda m: m.type == HEARTBEAT_RESP and m.frm == 3 and m.to == 1)
+    ctx2 = c.read(c.members[2], b"k")
+    c.stabilize()
+    assert [rs.index for rs in _ok_reads(c, 2, ctx2)] == [lead.raft.commit]
+    assert len(held) == 1  # 3's answer to the round sent for member 2's read
+    # Leadership moves to 2; from here on nothing reaches 1 (3's old answer stays held).
+    old_answer = held[:]
+    c.drop_filter = lambda m: m.to == 1
+    lead.raft.transfer_leader(2)
+    lead.pump()
+    c.stabilize()
+    new = c.members[2]
+    assert new.raft.role == "leader" and new.raft.term == term + 1
+    c.propose(new, b"k", b"v2")
+    c.stabilize()
+    assert new.sm.kv[b"k"] == b"v2"
+    assert lead.raft.role == "leader" and lead.raft.term == term  # it has not heard
+    ctx1 = c.read(lead, b"k")
+    assert ctx1 == ctx2  # each member's first read of its first run
+    _hand_over(c, old_answer)
+    c.stabilize()
+    assert _ok_reads(c, 1, ctx1) == []
+    assert c.read_ops[(1, ctx1)].complete is None
+    assert lincheck.check(c.history).ok
+
+
+def test_lease_read_refused_during_leadership_transfer() -> None:
+    """Lease reads: a transfer makes the followers vote for the target at once, ignoring the
+    lease they promised the leader (MsgTimeoutNow forces the election), so a leader answers no
+    read from its lease while a transfer is in progress."""
+    c = Cluster(3, seed=19, lease_read=True, election_tick=10)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v1")
+    c.stabilize()
+    c.run(3)
+    assert lead.raft.lease_valid
+    c.drop_filter = lambda m: m.to == 1  # 1 will not hear that it was replaced
+    lead.raft.transfer_leader(2)
+    assert not lead.raft.lease_valid
+    lead.pump()
+    c.stabilize()
+    new = c.members[2]
+    assert new.raft.role == "leader"
+    c.propose(new, b"k", b"v2")
+    c.stabilize()
+    assert new.sm.kv[b"k"] == b"v2"
+    assert lead.raft.role == "leader" and not lead.raft.lease_valid
+    ctx = c.read(lead, b"k")  # would answer v1 from the lease
+    c.stabilize()
+    assert _ok_reads(c, 1, ctx) == []
+    assert lincheck.check(c.history).ok
+
+
+def test_no_lease_for_the_rest_of_a_term_in_which_timeout_now_was_sent() -> None:
+    """Lease reads: a MsgTimeoutNow may arrive late, after the transfer was given up, and still
+    win its target the followers' votes; once one went out the lease stays off for the term."""
+    et = 10
+    c = Cluster(3, seed=23, lease_read=True, election_tick=et)
+    lead = c.elect(1)
+    c.run(3)
+    held = _hold(c, lambda m: m.type == TIMEOUT_NOW)
+    lead.raft.transfer_leader(2)
+    lead.pump()
+    c.run_until(lambda: lead.raft.lead_transferee == 0, 2 * et, "transfer given up")
+    assert lead.raft.role == "leader" and held
+    c.run(2)  # heartbeats still answered by everyone
+    assert not lead.raft.lease_valid
+    # The late MsgTimeoutNow still elects 2, though 3 acked 1 just now.
+    c.drop_filter = lambda m: m.to == 1
+    _hand_over(c, held)
+    c.stabilize()
+    assert c.members[2].raft.role == "leader"
+
+
+def test_lease_is_timed_from_when_the_heartbeat_was_sent() -> None:
+    """Lease reads: a follower restarts its election timer when a heartbeat arrives, not when
+    the leader gets its answer, so the lease counts from the heartbeat's sending. Answers that
+    were delayed must not stretch it past the followers' timers."""
+    et = 10
+    c = Cluster(3, seed=20, lease_read=True, election_tick=et)
+    lead = c.elect(1)
+    c.run(3)
+    assert lead.raft.lease_valid
+    held = _hold(c, lambda m: m.to == 1)
+    c.run(1)  # one more heartbeat round reaches the followers; their answers are held
+    assert any(m.type == HEARTBEAT_RESP for m in held)
+    c.isolate(1)  # then 1 is cut off
+    c.run(et - LEASE_MARGIN_TICKS)
+    assert lead.raft.role == "leader"
+    _hand_over(c, held)  # the answers to that last round arrive only now
+    assert not lead.raft.lease_valid
+
+
+def test_single_voter_leader_sends_nothing_of_its_term_before_the_term_is_durable() -> None:
+    """A leader elected in the step its term changed (here the only voter) holds its messages
+    (appends to a learner) until the ready that carries the new term is durable: a crash before
+    that could make it forget the term and lead it again with a different log."""
+    c = Cluster(1, seed=21, learners=(2,))
+    m = c.members[1]
+    m.raft.campaign()
+    assert m.raft.role == "leader"
+    rd = m.raft.ready()
+    assert rd.hard_state is not None and rd.hard_state[0] == m.raft.term
+    assert [msg for msg in rd.messages if msg.term >= m.raft.term] == []
+    assert any(msg.type == APP and msg.to == 2 for msg in rd.persisted_messages)
+    m.pending, m.persist_left = rd, 0
+    m.pump()
+    c.stabilize()
+    idx = c.propose(m, b"k", b"v")
+    c.stabilize()
+    assert c.members[2].sm.kv[b"k"] == b"v" and c.members[2].sm.index >= idx
 
 
 def test_sim_stabilize_is_bounded() -> None:

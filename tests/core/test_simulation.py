@@ -1,6 +1,8 @@
 """Seeded random simulations of 3- and 5-member clusters under faults (drops, duplicates, delays,
-reordering, partitions, crashes with restarts from durable state, slow disks), with the Raft
-safety properties checked after every step and liveness checked after a final heal.
+reordering, partitions, crashes with restarts from durable state, slow disks), leadership
+transfers, membership changes (add learner, promote, remove, re-add) and linearizable reads with
+member-local contexts, with the Raft safety properties checked after every step, the client
+history checked for linearizability and liveness checked after a final heal.
 
 Replay one seed:   FASTRAFT_SIM_SEED=<n> pytest tests/core/test_simulation.py -k <test>
 Wider sweep:       FASTRAFT_SIM_SEEDS=2000 pytest tests/core/test_simulation.py
@@ -15,7 +17,7 @@ import pytest
 
 import raftsim
 from fastraft._core import Log
-from fastraft.raft import Message, MsgType, ReadState
+from fastraft.raft import CC_ADD_LEARNER, CC_PROMOTE, CC_REMOVE, Message, MsgType, ReadState, Ready
 
 SWEEP_3 = 120
 SWEEP_5 = 50
@@ -42,6 +44,10 @@ def _sweep_was_meaningful(results: list[raftsim.RunResult]) -> None:
     assert sum(1 for r in results if r.leaders > 1) > len(results) // 4
     assert all(r.committed > 0 and r.applied_min >= 5 for r in results)
     assert all(r.lincheck.ok for r in results)
+    # The churn the runs are meant to have: transfers, membership changes, checked reads.
+    assert sum(1 for r in results if r.transfers) > len(results) // 4
+    assert sum(1 for r in results if r.conf_changes) > len(results) // 4
+    assert sum(r.reads_ok for r in results) > 10 * len(results)
 
 
 def test_random_faults_3_members() -> None:
@@ -132,6 +138,55 @@ def test_checker_catches_a_stale_read_index() -> None:
     ctx = c.read(c.members[1], b"k")
     with pytest.raises(raftsim.SimError, match="ReadIndex"):
         c.on_read_state(c.members[1], ReadState(ctx, 1, True))
+
+
+def test_checker_catches_a_read_confirmed_by_answers_older_than_the_read() -> None:
+    c = _running_cluster()
+    lead = c.members[1]
+    term = lead.raft.term
+    for i in (2, 3):  # both followers had durably moved past the leader's term
+        c.members[i].durable.hard_state = (term + 1, 2, c.members[i].durable.hard_state[2])
+    ctx = c.read(lead, b"k")
+    with pytest.raises(raftsim.SimError, match="confirmed 1's read"):
+        c.check_read_confirmation(lead, term, 1, ctx)
+    c.check_read_confirmation(lead, term + 1, 1, ctx)  # a leader of that term could have
+
+
+def test_checker_catches_a_message_sent_before_its_term_is_durable() -> None:
+    c = _running_cluster()
+    m = c.members[1]
+    rd = Ready(99)
+    rd.messages = [Message(MsgType.MsgApp.value, 2, 1, m.durable.hard_state[0] + 1)]
+    with pytest.raises(raftsim.SimError, match="before its term"):
+        c.on_ready(m, rd)
+
+
+def test_read_contexts_are_member_local_as_the_nodes() -> None:
+    # Each member numbers its reads from 1 (within one run of it), so members share contexts:
+    # the core must tell their reads apart by more than the context.
+    c = _running_cluster()
+    a = c.read(c.members[1], b"k")
+    b = c.read(c.members[2], b"k")
+    assert a == b
+    c.stabilize()
+    assert c.read_ops[(1, a)].value == c.read_ops[(2, b)].value == b"v4"
+    c.members[2].crash()
+    c.members[2].restart()
+    assert c.read(c.members[2], b"k") != b  # a restart never reuses one at the same member
+
+
+def test_membership_history_follows_committed_conf_changes() -> None:
+    c = _running_cluster()
+    lead = c.members[1]
+    c.add_member(4)
+    for op, node in ((CC_ADD_LEARNER, 4), (CC_PROMOTE, 4), (CC_REMOVE, 2)):
+        idx = lead.raft.propose_conf_change(op, node)
+        lead.pump()
+        c.run_until(lambda: lead.raft.commit >= idx, 50, "conf change committed")
+        c.stabilize()
+    assert [v for v, _ in c.configs()] == [(1, 2, 3), (1, 2, 3), (1, 2, 3, 4), (1, 3, 4)]
+    assert c.configs()[1][1] == (4,)
+    c.check_durable_majority()
 
 
 def test_message_to_a_crashed_member_is_dropped() -> None:
