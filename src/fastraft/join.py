@@ -25,7 +25,7 @@ from fastraft.wire import (
     frame,
 )
 
-__all__ = ["discover_cluster", "query_member", "conf_from_members"]
+__all__ = ["discover_cluster", "query_member"]
 
 log = logging.getLogger("fastraft.join")
 
@@ -59,13 +59,6 @@ async def query_member(addr: tuple[str, int], member_id: int, timeout: float
             writer.close()
 
     return await asyncio.wait_for(ask(), timeout)
-
-
-def conf_from_members(members: dict[str, dict[str, Any]]) -> tuple[list[int], list[int]]:
-    """(voters, learners) as recorded in a members map."""
-    voters = sorted(int(h, 16) for h, m in members.items() if not m.get("is_learner"))
-    learners = sorted(int(h, 16) for h, m in members.items() if m.get("is_learner"))
-    return voters, learners
 
 
 async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0

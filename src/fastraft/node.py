@@ -75,7 +75,7 @@ from fastraft.errors import (
     TimeoutError,
     UnknownOperationError,
 )
-from fastraft.join import conf_from_members, discover_cluster
+from fastraft.join import discover_cluster
 from fastraft.kv import KV
 from fastraft.membership import (
     check_promote,
@@ -347,10 +347,11 @@ class Node:
                                        f"{cfg.cluster_id:x}, but the members listed in "
                                        f"--initial-cluster belong to {cid:x}")
             if joined is not None:
-                # Start with no voters of our own: the cluster's configuration as it is now,
-                # then the leader's log or snapshot brings the rest.
+                # Start with no configuration of our own: the leader's snapshot (every member
+                # compacts when it applies an add) brings it. The member list learned here only
+                # tells the transport where the peers are until then.
                 self.storage.put_meta("members", joined)
-                self.storage.put_meta("bootstrap_conf", list(conf_from_members(joined)))
+                self.storage.put_meta("bootstrap_conf", [[], []])
                 self.storage.sync()
             await self._open_state()
             st = self.storage

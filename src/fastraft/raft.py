@@ -264,8 +264,9 @@ class Raft:
             self.log = Log(0, 0, list(entries))
             voters, learners = config.voters, config.learners
             self.snapshot = None
-        if not voters:
-            raise ValueError("a member needs an initial set of voters")
+        # No voters is a member joining a running cluster: it never campaigns (it is not
+        # promotable) and takes its configuration from the leader's snapshot or log, never from
+        # a member list it was told, which may be stale by the time it catches up.
         self.tracker = ProgressTracker(voters, learners, config.max_inflight_msgs)
         # Membership as of each applied conf change, so a snapshot records the one at its index.
         self._conf_history: list[tuple[int, tuple[int, ...], tuple[int, ...]]] = [

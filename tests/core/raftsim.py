@@ -165,9 +165,12 @@ class Durable:
 class Member:
     """One member's host: the core, its storage and state machine, its outstanding ready."""
 
-    def __init__(self, cluster: Cluster, id: int) -> None:
+    def __init__(self, cluster: Cluster, id: int, joining: bool = False) -> None:
         self.c = cluster
         self.id = id
+        # A joiner, as the node starts one: no configuration of its own until a snapshot (or the
+        # log) brings one.
+        self.joining = joining
         self.durable = Durable(on_truncate=cluster.on_truncate)
         self.incarnation = 0
         self.alive = True
@@ -189,7 +192,8 @@ class Member:
 
     def _new_raft(self, applied: int) -> Raft:
         c = self.c
-        cfg = Config(self.id, c.voters, c.learners, seed=c.member_seed(self.id, self.incarnation),
+        voters, learners = ((), ()) if self.joining else (c.voters, c.learners)
+        cfg = Config(self.id, voters, learners, seed=c.member_seed(self.id, self.incarnation),
                      applied=applied, **c.cfg_kw)
         d = self.durable
         return Raft(cfg, d.hard_state, list(d.entries), d.snapshot)
@@ -605,10 +609,12 @@ class Cluster:
         self.blocked = set()
         self.event("heal")
 
-    def add_member(self, id: int) -> Member:
+    def add_member(self, id: int, joining: bool = False) -> Member:
         """A fresh, empty member (to be added by a conf change). Like every member it starts from
-        the bootstrap membership (``voters``/``learners``) and learns the rest from the log."""
-        m = Member(self, id)
+        the bootstrap membership (``voters``/``learners``) and learns the rest from the log; with
+        ``joining`` it starts with no membership, as the node's joiner does, and learns it from a
+        snapshot."""
+        m = Member(self, id, joining)
         self.members[id] = m
         return m
 

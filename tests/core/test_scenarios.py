@@ -251,6 +251,41 @@ def _commit_everywhere(c: Cluster, idx: int, ids: list[int], steps: int = 100) -
                 f"index {idx} applied on {ids}")
 
 
+def test_joiner_takes_its_configuration_from_the_snapshot_not_a_member_list() -> None:
+    """A member joining a running cluster starts with no configuration: it never campaigns, and
+    the snapshot the leader sends (the log is compacted past the bootstrap configuration) gives
+    it the configuration as of the snapshot's index, including changes made after it was told
+    the member list."""
+    c = Cluster(3, seed=17, compact_every=5)
+    lead = c.elect(1)
+    for i in range(12):
+        c.propose(lead, b"k%d" % (i % 3), b"v%d" % i)
+        c.stabilize()
+    joiner = c.add_member(4, joining=True)
+    assert joiner.raft.voters == () and joiner.raft.learners == ()
+    for _ in range(5 * lead.raft.cfg.election_tick):  # alone and unconfigured: never campaigns
+        joiner.raft.tick()
+        joiner.pump()
+    assert joiner.raft.term == 0 and joiner.raft.role == "follower"
+    # A change the joiner was never told about, then its own addition as a learner.
+    idx = lead.raft.propose_conf_change(CC_ADD_LEARNER, 5)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3])
+    idx = lead.raft.propose_conf_change(CC_REMOVE, 5)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3])
+    for i in range(6):
+        c.propose(lead, b"k%d" % (i % 3), b"w%d" % i)
+        c.stabilize()
+    assert lead.raft.first_index > 1
+    idx = lead.raft.propose_conf_change(CC_ADD_LEARNER, 4)
+    lead.pump()
+    _commit_everywhere(c, idx, [1, 2, 3, 4], steps=300)
+    assert any(ev[1] == "snapshot-restored" and ev[2] == 4 for ev in c.events)
+    assert joiner.raft.voters == (1, 2, 3) and joiner.raft.learners == (4,)
+    assert joiner.sm.kv == lead.sm.kv
+
+
 def test_add_voter_remove_voter_then_failure_stays_safe_and_live() -> None:
     c = Cluster(3, seed=6)
     lead = c.elect(1)

@@ -13,7 +13,7 @@ from fastraft.client import Header, Member, MemberChange, _member_add_args, _mem
 from fastraft.config import member_id
 from fastraft.ctl import join_settings, parse_member_id as ctl_member_id
 from fastraft.errors import BadRequestError
-from fastraft.join import conf_from_members, query_member
+from fastraft.join import query_member
 from fastraft.membership import (
     check_promote,
     encode_member_context,
@@ -80,10 +80,9 @@ def test_parse_member_id_and_check_promote() -> None:
         check_promote(0xA1, MEMBERS, learner_match=100, leader_match=100)
 
 
-def test_member_context_and_conf_from_members() -> None:
+def test_member_context() -> None:
     ctx = msgpack.unpackb(encode_member_context("n4", ["http://h:1"]), raw=False)
     assert ctx == {"name": "n4", "peer_urls": ["http://h:1"], "client_urls": []}
-    assert conf_from_members(MEMBERS) == ([0xA1], [0xB2])
 
 
 def test_join_answer_round_trip_and_garbage() -> None:
