@@ -114,9 +114,14 @@ def test_walkthrough_demo_succeeds(tmp_path) -> None:
     assert p.returncode == 0, p.stdout + p.stderr
     out = p.stdout
     assert "FAILED" not in out + p.stderr
-    for text in ("step 7", "OK", "became leader at term", "no leader", "get aaa -> bbb",
-                 "What this showed"):
+    for text in ("step 7", "OK", "became leader at term", "no leader", "What this showed",
+                 '$ export ETCDCTL_ENDPOINTS="http://', "$ fastractl put aaa bbb",
+                 "$ fastractl endpoint status --write-out=table", "| RAFT APPLIED INDEX |"):
         assert text in out, (text, out)
+    # The commands typed as the seed types etcdctl's, and their answers: the key read back
+    # after the failover and after the majority is back (three times in all).
+    assert out.count("$ fastractl get aaa\n    aaa\n    bbb\n") == 3, out
+    assert out.count("$ fastractl endpoint status --write-out=table\n+---") == 4, out
     assert took < 60, took
     # It cleaned up: no member of the demo is still running.
     assert not [pid for pid, cmd in _cmdlines() if str(tmp_path / "demo") in cmd]
