@@ -1412,7 +1412,10 @@ class Node:
             "raft_term": raft.term,
             "raft_index": raft.last_index,
             "raft_applied_index": kv.applied,
-            "is_learner": self.id in raft.learners,
+            # A joiner has no configuration until the leader's snapshot: until then, what the
+            # cluster listed it as when it joined.
+            "is_learner": (self.id in raft.learners if raft.voters else
+                           bool(self.members.get(self.hex_id, {}).get("is_learner", False))),
             "errors": ["no leader"] if raft.leader == 0 else [],
         }
 
