@@ -12,6 +12,8 @@ by PID first, so even a failing run leaves none behind.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 from collections.abc import Iterator
 
@@ -30,16 +32,20 @@ _BEFORE = pytest.StashKey[L.Snapshot]()
 _PENDING: list[tuple[str, L.Snapshot]] = []
 # Reported once already (a thread cannot be killed): not blamed on every later test again.
 _REPORTED = L.Snapshot()
+# The open event loops at the last look. Finding them walks every object (tens of ms), so it is
+# done once per test, after its teardown, and that result serves as the next test's "before".
+_LOOPS_SEEN: set[int] = set()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     global _SESSION_START
     _SESSION_START = L.Snapshot.take()
+    _LOOPS_SEEN.update(_SESSION_START.loops)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
-    item.stash[_BEFORE] = L.Snapshot.take()
+    item.stash[_BEFORE] = L.Snapshot.take(loops=_LOOPS_SEEN)
     return (yield)
 
 
@@ -65,9 +71,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return result
     if _holds_wider_fixture(item):
         _PENDING.append((item.nodeid, before))
+        _look_at_loops()
         return result
     problems = []
-    found = L.leaks_after_grace(before, _REPORTED)
+    found = L.leaks_after_grace(before, _REPORTED, loops=False)
+    found.loops = _look_at_loops(before)
     if found:
         problems.append(f"{item.nodeid} left behind:\n  " + "\n  ".join(found.lines()))
     # Earlier tests' leftovers that a module fixture may have owned: due once it is gone.
@@ -76,7 +84,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         if nextitem is not None and nextitem.module is item.module:
             still.append((nodeid, snap))
             continue
-        found = L.leaks_after_grace(snap, _REPORTED)
+        found = L.leaks_after_grace(snap, _REPORTED, loops=False)
+        found.loops = _look_at_loops(snap)
         if found:
             problems.append(f"{nodeid} (with its module's fixtures) left behind:\n  "
                             + "\n  ".join(found.lines()))
@@ -88,6 +97,23 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         L.kill_children([pid for pid in now.children if pid not in before.children])
         pytest.fail("\n".join(problems), pytrace=False)
     return result
+
+
+def _look_at_loops(before: L.Snapshot | None = None) -> list[str]:
+    """Open loops that are new since ``before`` (and not reported yet); remembers what is open."""
+    def look() -> tuple[list[asyncio.AbstractEventLoop], list[str]]:
+        now = L.open_loops()
+        return now, [repr(lp) for lp in now if before is not None
+                     and id(lp) not in before.loops and id(lp) not in _REPORTED.loops]
+
+    now, fresh = look()
+    if fresh:  # an unreferenced loop is garbage, not a leak: collect, then look again
+        del now
+        gc.collect()
+        now, fresh = look()
+    _LOOPS_SEEN.clear()
+    _LOOPS_SEEN.update(id(lp) for lp in now)
+    return fresh
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
