@@ -1147,7 +1147,6 @@ def _stop_proc(p: subprocess.Popen) -> None:
 
 
 def _serve_noop_forever(delay: float) -> None:
-
     async def body() -> None:
         srv = NoopServer(delay)
         port = await srv.start()
