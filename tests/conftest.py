@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -39,6 +40,11 @@ _LOOPS_SEEN: set[int] = set()
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     global _SESSION_START
+    # Started in the background of a script (`cmd &`) or under nohup, this process ignores
+    # SIGINT, and so would every child it starts: a test that stops a child with Ctrl-C (as a
+    # user does `fastractl watch`) would wait for it forever. Python's own handling back.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     _SESSION_START = L.Snapshot.take()
     _LOOPS_SEEN.update(_SESSION_START.loops)
 

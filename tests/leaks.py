@@ -121,6 +121,28 @@ def _loop_classes() -> set[type]:
     return found
 
 
+def signal_state() -> tuple[frozenset[str], frozenset[str]]:
+    """(ignored, blocked) signals of this process's main thread, from /proc: children inherit
+    both, so a signal left ignored here (SIGINT, say) is one a child never gets."""
+    fields = {}
+    for line in _read("/proc/self/status").decode().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+
+    def names(mask: str) -> frozenset[str]:
+        bits = int(mask or "0", 16)
+        out = set()
+        for n in range(1, 65):
+            if bits >> (n - 1) & 1:
+                try:
+                    out.add(signal.Signals(n).name)
+                except ValueError:  # a real-time signal without a name
+                    out.add(f"signal {n}")
+        return frozenset(out)
+
+    return names(fields.get("SigIgn", "")), names(fields.get("SigBlk", ""))
+
+
 def open_loops() -> list[asyncio.AbstractEventLoop]:
     """Event loops that are still referenced somewhere and not closed."""
     # An exact type lookup: isinstance() on each of ~100k objects costs tens of ms per test.
@@ -136,6 +158,7 @@ class Snapshot:
     databases: set[str] = field(default_factory=set)
     loops: set[int] = field(default_factory=set)  # id()s: holding the loops would keep them
     policy: type | None = None
+    signals: tuple[frozenset[str], frozenset[str]] | None = None
 
     @classmethod
     def take(cls, loops: set[int] | None = None) -> Snapshot:
@@ -144,7 +167,8 @@ class Snapshot:
         if loops is None:
             loops = {id(lp) for lp in open_loops()}
         return cls(set(threading.enumerate()), native_threads(), descendants(),
-                   open_databases(), set(loops), type(asyncio.get_event_loop_policy()))
+                   open_databases(), set(loops), type(asyncio.get_event_loop_policy()),
+                   signal_state())
 
     def absorb(self, other: Snapshot) -> None:
         self.threads |= other.threads
@@ -162,13 +186,15 @@ class Leaks:
     databases: list[str] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
     policy: str = ""
+    signals: str = ""
 
     def running(self) -> bool:
         """Something that may still go away by itself (a thread ending, a child exiting)."""
         return bool(self.threads or self.natives or self.children)
 
     def __bool__(self) -> bool:
-        return self.running() or bool(self.databases or self.loops or self.policy)
+        return self.running() or bool(self.databases or self.loops or self.policy
+                                      or self.signals)
 
     def lines(self) -> list[str]:
         return ([f"thread {t}" for t in self.threads]
@@ -176,7 +202,8 @@ class Leaks:
                 + [f"child process {c}" for c in self.children]
                 + [f"RocksDB database still open: {d}" for d in self.databases]
                 + [f"event loop not closed: {lp}" for lp in self.loops]
-                + ([f"event loop policy changed: {self.policy}"] if self.policy else []))
+                + ([f"event loop policy changed: {self.policy}"] if self.policy else [])
+                + ([f"signal dispositions changed: {self.signals}"] if self.signals else []))
 
 
 def new_since(before: Snapshot, ignore: Snapshot | None = None, *, tracker: bool = False,
@@ -199,6 +226,14 @@ def new_since(before: Snapshot, ignore: Snapshot | None = None, *, tracker: bool
     if before.policy is not None and policy is not before.policy:
         leaks.policy = (f"{before.policy.__module__}.{before.policy.__name__} -> "
                         f"{policy.__module__}.{policy.__name__}")
+    if before.signals is not None:
+        changes = []
+        for what, was, now in zip(("ignored", "blocked"), before.signals, signal_state()):
+            if now - was:
+                changes.append(f"now {what}: {', '.join(sorted(now - was))}")
+            if was - now:
+                changes.append(f"no longer {what}: {', '.join(sorted(was - now))}")
+        leaks.signals = "; ".join(changes)
     return leaks
 
 
