@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import threading
@@ -100,3 +101,25 @@ def test_an_open_database_is_seen_until_closed(tmp_path: Path) -> None:
     finally:
         db.close()
     assert not L.leaks_after_grace(before, grace=0.1)
+
+
+def test_a_signal_left_ignored_is_seen() -> None:
+    # Children inherit an ignored signal: a child that should stop on Ctrl-C then never does.
+    old = signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+    try:
+        before = L.Snapshot.take()
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        assert L.new_since(before).signals == "now ignored: SIGUSR1"
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        assert not L.leaks_after_grace(before, grace=0.1)
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+
+
+def test_the_suite_runs_with_sigint_handled() -> None:
+    # tests/conftest.py restores it when the suite was started with SIGINT ignored.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    child = subprocess.run([sys.executable, "-c", "import signal; "
+                            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"],
+                           capture_output=True, text=True, timeout=60)
+    assert child.stdout.strip() == "True", child
