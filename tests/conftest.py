@@ -1,5 +1,5 @@
-"""Suite-wide guard: no test leaves a thread, a child process, an open database or event loop
-behind (what runs is read by tests/leaks.py).
+"""Suite-wide guard: no test leaves a thread, a child process, an open database or event loop, a
+changed loop policy or signal disposition behind (what runs is read by tests/leaks.py).
 
 What one test leaves running costs the next ones CPU on this shared 2-core machine (and counts in
 the process CPU clock some tests read), so a leak turns into a flaky failure far from its cause.
@@ -23,8 +23,8 @@ import pytest
 import leaks as L
 
 # numpy (imported by matplotlib for the load tool's plots) starts an OpenBLAS thread pool at
-# import that nothing in this suite needs; its threads spin after work and would share the cores
-# with the members under test. Set before anything imports numpy.
+# import that nothing in this suite needs (its threads may busy-wait after work, on the cores the
+# members under test share). Set before anything imports numpy.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 _SESSION_START: L.Snapshot | None = None
