@@ -2,7 +2,7 @@
 """fastraft's hot path: the message type, the in-memory log, progress and quorum tracking,
 proposal batching.
 
-Nothing here touches a socket, a file or a clock; raft.py drives it.
+Nothing here touches a socket, a file or a clock; raft/core.py drives it.
 """
 
 from cpython.bytes cimport PyBytes_GET_SIZE

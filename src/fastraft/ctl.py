@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import click
 
-from fastraft.client import (
+from fastraft.client.api import (
     Client,
     Compare,
     DeleteResult,
@@ -38,7 +38,7 @@ from fastraft.client import (
     parse_endpoint,
 )
 from fastraft.errors import FastraftError
-from fastraft.tablefmt import render_table
+from fastraft.tools.tablefmt import render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -20,8 +20,9 @@ import pytest
 from inprocess_member import InProcessMember  # tests/ is on pytest's pythonpath
 
 from fastraft import Client
-from fastraft.node import _Syncer
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft.server.syncer import Syncer as _Syncer
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.client.codec import decode_response, encode_request
 
 
 def _pipelined_puts(endpoint: str, n: int, chunk: int = 0, gap: float = 0.0) -> list[bool]:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from fastraft.errors import BadRequestError, CompactedError
-from fastraft.kv import KV
-from fastraft.storage import Storage
-from fastraft.watch import WatchHub
+from fastraft.storage.mvcc import KV
+from fastraft.storage.logstore import Storage
+from fastraft.storage.watch import WatchHub
 
 
 class FakeTransport:

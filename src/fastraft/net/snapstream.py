@@ -13,7 +13,8 @@ from its message stream) and writes, as length-prefixed frames (wire.frame):
   the chunk payloads in order, and the member list as of the snapshot's index.
 
 The follower stages the chunks without touching its live state, verifies the end frame, and only
-then installs (storage.py, "Installing a received snapshot") and hands the MsgSnap to its core.
+then installs (storage/logstore.py, "Installing a received snapshot") and hands the MsgSnap
+to its core.
 It answers with one frame ``["fastraft-snap-ack", ok, reason]`` and closes.
 
 Both sides bound memory: the sender builds one chunk at a time in a worker thread and waits for
@@ -35,7 +36,7 @@ from typing import Any, cast
 
 import msgpack
 
-from fastraft.wire import FrameDecoder, WireError, frame
+from fastraft.net.framing import FrameDecoder, WireError, frame
 
 __all__ = [
     "StreamHello",

@@ -14,7 +14,7 @@ Shape of a run::
   wait. Measuring from the actual send time would hide exactly the queueing that an overloaded
   server causes ("coordinated omission").
 
-Requests are framed by hand (wire.py's layout, see :class:`_RequestMaker`) instead of going through
+Requests are framed by hand (client/codec.py's layout, :class:`_RequestMaker`) instead of going through
 ``AsyncClient``: building ``[req_id, op, args]`` from pre-packed pieces and reading only the
 request id and the error slot of each answer keeps the generator's cost per request low.
 ``--noop-ceiling`` proves it: the same workload against an endpoint that does no work.
@@ -47,15 +47,14 @@ import click
 import msgpack
 from hdrh.histogram import HdrHistogram
 
-from fastraft.wire import (
+from fastraft.client.codec import (
     DEFAULT_MAX_CLIENT_FRAME,
-    FrameDecoder,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
-    frame,
 )
+from fastraft.net.framing import FrameDecoder, frame
 
 __all__ = [
     "WORKLOADS",
@@ -1014,7 +1013,7 @@ class _NoopConn(asyncio.Protocol):
         if self.srv.delay <= 0:
             out = [frame(self.srv.answer(b)) for b in bodies]
             if out and self.transport is not None:
-                self.transport.write(b"".join(out))  # one write per read, as server.py does
+                self.transport.write(b"".join(out))  # one write per read, as net/listener.py does
             return
         self.queue.extend(bodies)
         if not self.busy:
@@ -1120,7 +1119,7 @@ class NoopServerThread:
 
 def start_noop_subprocess(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
     """Start the no-op endpoint in its own process; return (process, "127.0.0.1:port")."""
-    p = subprocess.Popen([sys.executable, "-m", "fastraft.loadgen", "--serve-noop",
+    p = subprocess.Popen([sys.executable, "-m", "fastraft.tools.loadgen", "--serve-noop",
                           "--noop-delay", str(delay)],
                          stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     assert p.stdout is not None

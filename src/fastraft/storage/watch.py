@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastraft.errors import BadRequestError, CompactedError, FastraftError
-from fastraft.kv import EVENTS_PAGE_BYTES, EVENTS_PAGE_LIMIT, KV
+from fastraft.storage.mvcc import EVENTS_PAGE_BYTES, EVENTS_PAGE_LIMIT, KV
 
 __all__ = ["WatchHub", "Watcher", "WATCH_ARGS"]
 

@@ -18,7 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft.client.codec import decode_response, encode_request
+from fastraft.net.framing import FrameDecoder, frame
 
 __all__ = ["LocalCluster", "MemberProc", "request", "free_ports"]
 

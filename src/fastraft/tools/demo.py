@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from fastraft.localcluster import LocalCluster
+from fastraft.tools.localcluster import LocalCluster
 
 __all__ = ["run_demo"]
 

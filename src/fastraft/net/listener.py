@@ -18,15 +18,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from fastraft.client.codec import decode_request, encode_response
 from fastraft.errors import BadRequestError, FastraftError
-from fastraft.wire import (
-    FrameDecoder,
-    FrameTooLargeError,
-    WireError,
-    decode_request,
-    encode_response,
-    frame,
-)
+from fastraft.net.framing import FrameDecoder, FrameTooLargeError, WireError, frame
 
 __all__ = ["ClientServer", "ClientConnection", "Handler"]
 

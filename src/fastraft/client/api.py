@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fastraft.client.codec import decode_response, encode_request
 from fastraft.errors import (
     BadRequestError,
     CompactedError,
@@ -54,14 +55,7 @@ from fastraft.errors import (
     WatchLostError,
     error_from_code,
 )
-from fastraft.wire import (
-    MAX_PEER_FRAME,
-    FrameDecoder,
-    WireError,
-    decode_response,
-    encode_request,
-    frame,
-)
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, WireError, frame
 
 __all__ = [
     "Client",
