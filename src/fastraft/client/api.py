@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fastraft.client.codec import decode_response, encode_request
+from fastraft.config import parse_url
 from fastraft.errors import (
     BadRequestError,
     CompactedError,
@@ -426,24 +427,10 @@ def _txn_args(compare: list[Compare], success: list[Op], failure: list[Op]) -> d
 
 def parse_endpoint(ep: str) -> Endpoint:
     """``host:port``, ``http://host:port`` or ``[::1]:port`` to ``(host, port)``."""
-    s = ep.strip()
-    if "://" in s:
-        scheme, s = s.split("://", 1)
-        if scheme != "http":
-            raise ValueError(f"endpoint {ep!r}: only http:// endpoints are supported (no TLS)")
-    s = s.rstrip("/")
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"endpoint {ep!r}: expected [host]:port")
-        port_s = rest[1:]
-    else:
-        host, sep, port_s = s.rpartition(":")
-        if not sep:
-            raise ValueError(f"endpoint {ep!r}: expected host:port")
-    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ValueError(f"endpoint {ep!r}: expected host:port with a port in 1..65535")
-    return host, int(port_s)
+    try:
+        return parse_url(ep)
+    except ValueError as e:
+        raise ValueError(f"endpoint {ep!r}: {e}") from None
 
 
 def _fmt(ep: Endpoint) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fastraft.errors import FastraftError
 from fastraft.net.framing import (
+    DEFAULT_MAX_REQUEST_BYTES,
     U64_LIMIT,
     WireError,
     list_field,
@@ -31,8 +32,7 @@ __all__ = [
     "decode_response",
 ]
 
-# etcd's default --max-request-bytes; client frames get room for the envelope on top.
-DEFAULT_MAX_REQUEST_BYTES = 1_572_864
+# Client frames get room for the envelope on top of the largest request.
 CLIENT_ENVELOPE_BYTES = 1024
 DEFAULT_MAX_CLIENT_FRAME = DEFAULT_MAX_REQUEST_BYTES + CLIENT_ENVELOPE_BYTES
 

@@ -16,6 +16,7 @@ import msgpack
 from fastraft.errors import BadRequestError, RequestTooLargeError
 
 __all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
     "MAX_PEER_FRAME",
     "U64_LIMIT",
     "WireError",
@@ -32,6 +33,8 @@ __all__ = [
 ]
 
 U64_LIMIT = 1 << 64
+# etcd's default --max-request-bytes: the largest client request (and value) a member accepts.
+DEFAULT_MAX_REQUEST_BYTES = 1_572_864
 # Peer frames carry batches of entries and whole snapshots, hence the much larger limit than a
 # client request's; a client takes responses (large ranges) up to the same bound.
 MAX_PEER_FRAME = 64 * 1024 * 1024

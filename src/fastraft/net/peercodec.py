@@ -28,7 +28,7 @@ from fastraft.net.framing import (
     u64_field,
     unpack,
 )
-from fastraft.raft.core import Snapshot
+from fastraft.raft.core import ENTRY_CONF_CHANGE, ENTRY_NORMAL, MsgType, Snapshot
 
 __all__ = [
     "MAX_PEER_FRAME",
@@ -41,8 +41,8 @@ __all__ = [
     "make_snapshot",
 ]
 
-_MSG_TYPES = frozenset(range(1, 13))  # MsgApp .. MsgReadIndexResp (docs/architecture.md)
-_ENTRY_TYPES = frozenset((0, 1))  # ENTRY_NORMAL, ENTRY_CONF_CHANGE
+_MSG_TYPES = frozenset(t.value for t in MsgType)
+_ENTRY_TYPES = frozenset((ENTRY_NORMAL, ENTRY_CONF_CHANGE))
 _HELLO_MAGIC = "fastraft-peer"
 _HELLO_VERSION = 1
 _JOIN_MAGIC = "fastraft-join"

@@ -54,6 +54,7 @@ from fastraft.client.codec import (
     encode_request,
     encode_response,
 )
+from fastraft.config import parse_url
 from fastraft.net.framing import FrameDecoder, frame
 
 __all__ = [
@@ -179,11 +180,10 @@ class Spec:
 
 
 def _split_endpoint(ep: str) -> tuple[str, int]:
-    rest = ep.removeprefix("http://")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad endpoint {ep!r}: expected host:port")
-    return host, int(port)
+    try:
+        return parse_url(ep)
+    except ValueError as e:
+        raise ValueError(f"bad endpoint {ep!r}: {e}") from None
 
 
 # ------------------------------------------------------------------------------- key choice

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastraft.client.codec import decode_response, encode_request
+from fastraft.config import parse_url
 from fastraft.net.framing import FrameDecoder, frame
 
 __all__ = ["LocalCluster", "MemberProc", "request", "free_ports"]
@@ -66,9 +67,8 @@ def request(endpoint: str, op: str, args: dict[str, Any] | None = None, *,
 
     error is None or (code, message, extra). Raises OSError / socket.timeout on network trouble.
     """
-    host, _, port = endpoint.removeprefix("http://").rpartition(":")
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+    with socket.create_connection(parse_url(endpoint), timeout=timeout) as s:
         s.sendall(frame(encode_request(req_id, op, args or {})))
         dec = FrameDecoder(64 * 1024 * 1024)
         while True:
