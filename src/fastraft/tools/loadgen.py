@@ -41,7 +41,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import click
 import msgpack
@@ -350,7 +350,7 @@ class _Conn(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -496,8 +496,9 @@ class _Worker:
         spec = self.spec
         self.measure_start = start_ns + int(spec.warmup * 1e9)
         self.end = self.measure_start + int(spec.duration * 1e9)
-        delay = (start_ns - time.monotonic_ns()) / 1e9
-        if delay > 0:
+        # A loop timer may fire up to a millisecond early (libuv's granularity): sleep again
+        # until start_ns, else the first requests go out before it and count as warmup.
+        while (delay := (start_ns - time.monotonic_ns()) / 1e9) > 0:
             await asyncio.sleep(delay)
         if spec.mode == "closed":
             await self._closed()
@@ -997,7 +998,7 @@ class _NoopConn(asyncio.Protocol):
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
