@@ -40,8 +40,9 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from fastraft.client.codec import decode_response, encode_request
 from fastraft.config import parse_url
@@ -202,7 +203,8 @@ def _delete_result(r: dict[str, Any]) -> DeleteResult:
                         [_kv(x) for x in r.get("prev_kvs") or []])
 
 
-_BY_OP = {"put": _put_result, "range": _get_result, "delete": _delete_result}
+_BY_OP: dict[str, Callable[[Any], PutResult | GetResult | DeleteResult]] = {
+    "put": _put_result, "range": _get_result, "delete": _delete_result}
 
 
 def _txn_response(item: Any) -> PutResult | GetResult | DeleteResult:
@@ -534,6 +536,10 @@ class _Attempts:
             return []
         return self.slow.order([e for e in self.order if e != ep])
 
+    def last_error(self) -> FastraftError:
+        """What a call pinned to one endpoint raises when it failed: the failure recorded."""
+        return self.last if self.last is not None else self.exhausted()
+
     def connect_failed(self, ep: Endpoint, e: BaseException | str) -> None:
         self.last = UnavailableError(f"cannot connect to {_fmt(ep)}: {e}")
 
@@ -793,7 +799,7 @@ class Client:
                     if self._leader is not None and at.slow.slow(self._leader):
                         self._leader = None
                     if endpoint is not None:
-                        raise at.last from None  # type: ignore[misc]
+                        raise at.last_error() from None
                     continue
                 try:
                     err, res = self._roundtrip(c, req_id, data, at.attempt_deadline())
@@ -804,7 +810,7 @@ class Client:
                         self._leader = None
                     at.lost(ep, "timed out" if timed_out else str(e), timed_out)
                     if endpoint is not None:
-                        raise at.last from None  # type: ignore[misc]
+                        raise at.last_error() from None
                     continue
                 at.answered(ep)
                 if err is None:
@@ -914,7 +920,7 @@ class _AsyncConn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -1067,7 +1073,7 @@ class AsyncClient:
                 if self._leader is not None and self._slow.slow(self._leader):
                     self._leader = None
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             fut = c.request(req_id, data)
             try:
@@ -1079,14 +1085,14 @@ class AsyncClient:
                     self._leader = None
                 at.lost(ep, "timed out", timed_out=True)
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             except ConnectionError as e:
                 if ep == self._leader:
                     self._leader = None
                 at.lost(ep, str(e))
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             at.answered(ep)
             if err is None:
@@ -1417,7 +1423,7 @@ class _WatchConn(asyncio.Protocol):
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

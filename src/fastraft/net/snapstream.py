@@ -121,9 +121,11 @@ def decode_stream_hello(body: bytes) -> StreamHello:
         raise WireError(f"snapshot stream: unsupported version {f[1]!r}")
     if not isinstance(f[9], list) or not isinstance(f[10], list):
         raise WireError("snapshot stream: voters and learners must be lists")
-    return StreamHello(*(_uint(f[i], n) for i, n in enumerate(
-        ("cluster id", "from", "to", "transfer id", "term", "index", "snapshot term"), 2)),
-        tuple(_uint(v, "voter") for v in f[9]), tuple(_uint(v, "learner") for v in f[10]))
+    cid, frm, to, tid, term, index, snap_term = (_uint(f[i], n) for i, n in enumerate(
+        ("cluster id", "from", "to", "transfer id", "term", "index", "snapshot term"), 2))
+    return StreamHello(cid, frm, to, tid, term, index, snap_term,
+                       tuple(_uint(v, "voter") for v in f[9]),
+                       tuple(_uint(v, "learner") for v in f[10]))
 
 
 def encode_end(chunks: int, nbytes: int, digest: bytes, members: dict[str, dict]) -> bytes:

@@ -154,7 +154,9 @@ class ReadState(NamedTuple):
     ``ok`` is False when the read was refused (no leader, leadership lost)."""
 
     ctx: bytes
-    index: int
+    # Shadows tuple.index() on purpose: the field is the API (etcd's ReadState.Index), and
+    # nothing calls tuple.index on a ReadState.
+    index: int  # type: ignore[assignment]
     ok: bool
 
 
@@ -1021,6 +1023,8 @@ class Raft:
             self._conf_applied = index
             entry = self.log.entry(index)
             try:
+                if entry is None:  # compacted away: as malformed, skipped (never wedge)
+                    raise ValueError(f"no entry at {index}")
                 op, node_id, _ = decode_conf_change(entry[3])
             except Exception:  # a malformed entry from a buggy proposer: skip, do not wedge
                 logger.error("%x ignored malformed conf change at index %d", self.id, index)

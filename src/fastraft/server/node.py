@@ -53,7 +53,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
@@ -537,7 +537,7 @@ class Node:
         # (the next batch), after applying what is committed while the disk works.
         syncer = self._syncer
         assert syncer is not None
-        state = [can_apply]  # None: the pass failed, ignore the sync's end
+        state: list[bool | None] = [can_apply]  # None: the pass failed, ignore the sync's end
         try:
             syncer.start(self._loop, lambda err: self._after_sync(rd, err, state[0]))
         except RuntimeError as e:
@@ -832,7 +832,7 @@ class Node:
                 elif isinstance(res, FastraftError):
                     w.conn.reply(w.req_id, res, None)
                 else:
-                    w.conn.reply(w.req_id, None, self._with_header(dict(res), term))
+                    w.conn.reply(w.req_id, None, self._with_header(cast(dict, res), term))
             for conn in replied:
                 conn.flush()  # now, not one loop iteration later
         if self._reads_waiting_apply:
@@ -1130,7 +1130,7 @@ class Node:
             return NoLeaderError("no leader: the cluster has no quorum or is electing one")
         m = self.members.get(format(leader, "x"), {})
         return NotLeaderError(f"not the leader; the leader is {leader:x}",
-                              leader=format(leader, "x"),  # type: ignore[arg-type]
+                              leader=format(leader, "x"),
                               leader_urls=list(m.get("client_urls", [])))
 
     def _queue_proposal(self, data: bytes, conn: ClientConnection | None, req_id: int) -> None:

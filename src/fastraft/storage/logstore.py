@@ -347,7 +347,10 @@ class Storage:
         """(hard_state, snapshot_meta, entries after the snapshot) as persisted."""
         meta = self._cfs["meta"]
         hs_raw = meta.get(b"hardstate")
-        hard_state = tuple(msgpack.unpackb(hs_raw)) if hs_raw is not None else (0, 0, 0)
+        hard_state: tuple[int, int, int] = (0, 0, 0)
+        if hs_raw is not None:
+            term, vote, commit = msgpack.unpackb(hs_raw)
+            hard_state = (term, vote, commit)
         snap = self.snapshot_meta()
         first = snap[0] + 1 if snap else 1
         entries: list[tuple] = []
@@ -365,7 +368,7 @@ class Storage:
             expect = index + 1
             it.next()
         del it
-        return hard_state, snap, entries  # type: ignore[return-value]
+        return hard_state, snap, entries
 
     def snapshot_meta(self) -> tuple | None:
         """(index, term, voters, learners) of the newest snapshot, or None."""

@@ -175,7 +175,8 @@ class _Buffer:
                 if v is not None:
                     yield pkk, v
             else:
-                yield dbk, it.value()  # type: ignore[misc]
+                assert dbk is not None  # both None returned above; pkk None or > dbk here
+                yield dbk, it.value()
                 it.next()
 
     def last_in(self, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
