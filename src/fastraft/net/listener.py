@@ -104,6 +104,16 @@ class ClientConnection(asyncio.Protocol):
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the client (the transport's write buffer)."""
+        tr = self.transport
+        if tr is None:
+            return 0
+        try:
+            return int(tr.get_write_buffer_size())
+        except RuntimeError:  # the transport is closing
+            return 0
+
     def flush(self) -> None:
         """Write the queued replies now (the handler batches them itself, e.g. after apply)."""
         self._flush()

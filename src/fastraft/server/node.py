@@ -74,7 +74,7 @@ from fastraft.errors import (
     UnknownOperationError,
 )
 from fastraft.net.framing import WireError
-from fastraft.net.listener import ClientConnection, ClientServer
+from fastraft.net.listener import ClientServer
 from fastraft.net.snapstream import (
     STALL_TIMEOUT,
     InboundStream,
@@ -109,7 +109,7 @@ from fastraft.server.membership import (
 )
 from fastraft.server.snapshot import STAGED_MAGIC, decode_snapshot, staged_marker
 from fastraft.server.syncer import Syncer
-from fastraft.server.wait import ReadBatch, Waiter
+from fastraft.server.wait import ReadBatch, Responder, Waiter
 from fastraft.storage.logstore import Install, Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
@@ -161,7 +161,7 @@ class Node:
         self._ticker: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
         self._in_ready = False
-        self._proposals: list[tuple[bytes, ClientConnection | None, int]] = []
+        self._proposals: list[tuple[bytes, Responder | None, int]] = []
         self._proposals_scheduled = False
         self._waiters: dict[int, Waiter] = {}
         # Membership requests waiting for their conf-change entry (by index) to apply.
@@ -819,7 +819,7 @@ class Node:
         if self._waiters:
             by_index = dict(results)
             term = self.raft.term
-            replied: set[ClientConnection] = set()
+            replied: set[Responder] = set()
             for e in entries:
                 w = self._waiters.pop(e[0], None)
                 if w is None or w.conn is None:
@@ -960,7 +960,7 @@ class Node:
             self._publish_pending = False
 
     # ------------------------------------------------------------------ requests
-    def handle_request(self, conn: ClientConnection, req_id: int, op: str,
+    def handle_request(self, conn: Responder, req_id: int, op: str,
                        args: dict[str, Any]) -> None:
         """Route one client request (called by net/listener.py; errors raised become replies)."""
         if self._stopping:
@@ -1010,7 +1010,7 @@ class Node:
                 "status, member_list, member_add, member_remove, member_promote, health, "
                 "watch, watch_cancel")
 
-    def _member_change(self, conn: ClientConnection, req_id: int, op: str,
+    def _member_change(self, conn: Responder, req_id: int, op: str,
                        args: dict[str, Any]) -> None:
         """member_add / member_remove / member_promote: validate, propose the conf change and
         answer once it is applied (the leader only; one change at a time, as the core allows)."""
@@ -1071,7 +1071,7 @@ class Node:
         log.info("%s: proposed %s of %x at index %d", self.cfg.name, op, mid, index)
         self._schedule_ready()
 
-    async def _handover_then_redirect(self, conn: ClientConnection, req_id: int) -> None:
+    async def _handover_then_redirect(self, conn: Responder, req_id: int) -> None:
         raft = self.raft
         assert raft is not None
         if raft.role == LEADER:
@@ -1133,7 +1133,7 @@ class Node:
                               leader=format(leader, "x"),
                               leader_urls=list(m.get("client_urls", [])))
 
-    def _queue_proposal(self, data: bytes, conn: ClientConnection | None, req_id: int) -> None:
+    def _queue_proposal(self, data: bytes, conn: Responder | None, req_id: int) -> None:
         self._proposals.append((data, conn, req_id))
         if not self._proposals_scheduled:
             self._proposals_scheduled = True
@@ -1319,7 +1319,7 @@ class Node:
                  "is_learner": bool(m.get("is_learner", False))}
                 for h, m in sorted(self.members.items(), key=lambda kv: kv[1].get("name", ""))]
 
-    def _health(self, conn: ClientConnection, req_id: int) -> None:
+    def _health(self, conn: Responder, req_id: int) -> None:
         assert self._loop is not None
         started = self._loop.time()
 
