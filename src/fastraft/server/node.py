@@ -58,6 +58,7 @@ from typing import Any, cast
 import msgpack
 
 from fastraft import _version
+from fastraft._core import ProposalBatch
 from fastraft.client.codec import CLIENT_ENVELOPE_BYTES
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import (
@@ -161,7 +162,9 @@ class Node:
         self._ticker: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
         self._in_ready = False
-        self._proposals: list[tuple[bytes, Responder | None, int]] = []
+        # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
+        # one MsgApp per follower for all); each waiter is (conn, req_id).
+        self._proposals = ProposalBatch()
         self._proposals_scheduled = False
         self._waiters: dict[int, Waiter] = {}
         # Membership requests waiting for their conf-change entry (by index) to apply.
@@ -1134,7 +1137,10 @@ class Node:
                               leader_urls=list(m.get("client_urls", [])))
 
     def _queue_proposal(self, data: bytes, conn: Responder | None, req_id: int) -> None:
-        self._proposals.append((data, conn, req_id))
+        if self._proposals.add(data, (conn, req_id)):
+            # Full (count or bytes bound): propose these now; later ones wait for the loop.
+            self._flush_proposals()
+            return
         if not self._proposals_scheduled:
             self._proposals_scheduled = True
             assert self._loop is not None
@@ -1142,21 +1148,21 @@ class Node:
 
     def _flush_proposals(self) -> None:
         self._proposals_scheduled = False
-        batch, self._proposals = self._proposals, []
+        datas, batch = self._proposals.take()
         if not batch or self.raft is None:
             return
         if self._closed:
-            for _, conn, req_id in batch:
+            for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, StoppingError("the member is stopping"), None)
             return
         raft = self.raft
         try:
-            last = raft.propose_batch([d for d, _, _ in batch])
+            last = raft.propose_batch(datas)
         except (NotLeaderError, ProposalDroppedError) as e:
             err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
                                   NotCommittedError("leadership transfer in progress: not applied"))
-            for _, conn, req_id in batch:
+            for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, err, None)
             if isinstance(e, NotLeaderError):
@@ -1166,7 +1172,7 @@ class Node:
         term = raft.term
         deadline = self._loop.time() + self.request_timeout
         first = last - len(batch) + 1
-        for i, (_, conn, req_id) in enumerate(batch):
+        for i, (conn, req_id) in enumerate(batch):
             old = self._waiters.pop(first + i, None)
             if old is not None and old.conn is not None:
                 # Our own earlier entry at this index was overwritten: it never applied.
@@ -1271,10 +1277,9 @@ class Node:
                     self._finish_batch(b, TimeoutError("read timed out waiting for apply"))
 
     def _fail_all(self, err: FastraftError) -> None:
-        for _, conn, req_id in self._proposals:
+        for conn, req_id in self._proposals.take()[1]:
             if conn is not None:
                 conn.reply(req_id, err, None)
-        self._proposals = []
         waiters, self._waiters = self._waiters, {}
         for w in waiters.values():
             if w.conn is not None:
