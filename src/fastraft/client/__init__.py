@@ -2,42 +2,7 @@
 types, and the client codec. Imports no ``fastraft._core``: a client runs without the extension.
 """
 
-from fastraft.client.api import (
-    Client,
-    AsyncClient,
-    KeyValue,
-    Header,
-    PutResult,
-    GetResult,
-    DeleteResult,
-    TxnResult,
-    Member,
-    MemberChange,
-    Compare,
-    Op,
-    parse_endpoint,
-    prefix_range_end,
-    Watch,
-    AsyncWatch,
-    WatchEvent,
-)
+from fastraft.client import api as _api
+from fastraft.client.api import *  # noqa: F403  (the public names of api, listed in its __all__)
 
-__all__ = [
-    "Client",
-    "AsyncClient",
-    "KeyValue",
-    "Header",
-    "PutResult",
-    "GetResult",
-    "DeleteResult",
-    "TxnResult",
-    "Member",
-    "MemberChange",
-    "Compare",
-    "Op",
-    "parse_endpoint",
-    "prefix_range_end",
-    "Watch",
-    "AsyncWatch",
-    "WatchEvent",
-]
+__all__ = list(_api.__all__)

@@ -5,34 +5,8 @@ changes); the per-entry work (log, progress, quorum) is the Cython extension ``f
 which keeps its top-level place in the build and is re-exported here.
 """
 
-from fastraft.raft.core import (
-    CC_ADD_LEARNER,
-    CC_ADD_VOTER,
-    CC_PROMOTE,
-    CC_REMOVE,
-    ENTRY_CONF_CHANGE,
-    ENTRY_NORMAL,
-    Config,
-    Message,
-    MsgType,
-    Raft,
-    ReadState,
-    Ready,
-    Snapshot,
-)
+from fastraft._core import Log, ProgressTracker, ProposalBatch
+from fastraft.raft import core as _core_rules
+from fastraft.raft.core import *  # noqa: F403  (the public names of core, listed in its __all__)
 
-__all__ = [
-    "CC_ADD_LEARNER",
-    "CC_ADD_VOTER",
-    "CC_PROMOTE",
-    "CC_REMOVE",
-    "ENTRY_CONF_CHANGE",
-    "ENTRY_NORMAL",
-    "Config",
-    "Message",
-    "MsgType",
-    "Raft",
-    "ReadState",
-    "Ready",
-    "Snapshot",
-]
+__all__ = [*_core_rules.__all__, "Log", "ProgressTracker", "ProposalBatch"]
