@@ -28,7 +28,8 @@ Scenarios (256 B values over 1,000 keys by default):
 
 Each system is driven by a client of its own kind:
 
-* fastraft: ``python -m fastraft.tools.loadgen`` (pipelined frames over the client protocol, uvloop).
+* fastraft: ``python -m fastraft.tools.loadgen`` (pipelined frames over the client protocol,
+  uvloop).
 * etcd: ``bench/peers/etcd_driver.py`` (grpc.aio + etcd's protobufs; see its docstring),
   ``--etcd-procs`` driver processes whose histograms are merged.
 * PySyncObj: no client protocol, so the load runs inside its 3 member processes

@@ -56,7 +56,8 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "election-timeout": ("1000", "time in ms without a leader before an election "
                                  "(at least 5x --heartbeat-interval)"),
     "snapshot-count": ("10000", "applied entries between two snapshots (log compaction)"),
-    "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES), "largest client request accepted, in bytes"),
+    "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
+                          "largest client request accepted, in bytes"),
     "log-level": ("info", "debug, info, warn or error"),
 }
 
