@@ -50,9 +50,7 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import os
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import msgpack
@@ -110,7 +108,8 @@ from fastraft.server.membership import (
 )
 from fastraft.server.snapshot import STAGED_MAGIC, decode_snapshot, staged_marker
 from fastraft.server.syncer import Syncer
-from fastraft.server.wait import ReadBatch, Responder, Waiter
+from fastraft.server.reads import LinearizableReads
+from fastraft.server.wait import Responder, Waiter
 from fastraft.storage.logstore import Install, Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
@@ -172,14 +171,10 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
-        self._read_batch: ReadBatch | None = None
-        self._read_batches: dict[bytes, ReadBatch] = {}
-        self._reads_waiting_apply: list[ReadBatch] = []
-        # Read contexts are this prefix and a counter: the random prefix keeps a leader's answer
-        # to a read of an earlier run of this member from answering a new read with the same
-        # number.
-        self._read_nonce = os.urandom(8)
-        self._read_seq = itertools.count(1)
+        self.reads = LinearizableReads(
+            cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
+            applied=lambda: self.kv.applied if self.kv is not None else 0,
+            schedule_ready=self._schedule_ready)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
@@ -577,7 +572,7 @@ class Node:
             if rd.committed_entries and not applied:
                 self._apply(rd.committed_entries)
             if rd.read_states:
-                self._serve_read_states(rd.read_states)
+                self.reads.on_read_states(rd.read_states)
             if rd.soft_state is not None:
                 self._on_soft_state(*rd.soft_state)
             self._maybe_snapshot()
@@ -838,8 +833,7 @@ class Node:
                     w.conn.reply(w.req_id, None, self._with_header(cast(dict, res), term))
             for conn in replied:
                 conn.flush()  # now, not one loop iteration later
-        if self._reads_waiting_apply:
-            self._serve_applied_reads()
+        self.reads.on_applied()
 
     def _apply_conf_change(self, e: tuple) -> bool:
         try:
@@ -947,11 +941,7 @@ class Node:
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
-        for ctx, b in list(self._read_batches.items()):
-            if b.leader != leader:
-                # Asked a leader that is gone: its answer may never come.
-                del self._read_batches[ctx]
-                self._finish_batch(b, NoLeaderError("no leader: leadership changed during read"))
+        self.reads.on_leader(leader)
         if role == LEADER:
             me = self.members.get(self.hex_id)
             if me is not None and not self._publish_pending:
@@ -997,7 +987,8 @@ class Node:
             if serializable:
                 do_range(None)
             else:
-                self._linearizable(do_range)
+                assert self._loop is not None
+                self.reads.read(self._loop, do_range)
         elif op == "status":
             conn.reply(req_id, None, self.status())
         elif op == "member_list":
@@ -1183,68 +1174,6 @@ class Node:
         # join the pass. Running it directly measured no better and worse at moderate load.
         self._schedule_ready()
 
-    # ------------------------------------------------------------------ reads
-    def _linearizable(self, cb: Callable[[FastraftError | None], None],
-                      timeout: float | None = None) -> None:
-        raft = self.raft
-        assert raft is not None and self._loop is not None
-        if raft.leader == 0:
-            cb(NoLeaderError("no leader: cannot serve a linearizable read"))
-            return
-        b = self._read_batch
-        if b is None or timeout is not None:
-            ctx = self._read_nonce + next(self._read_seq).to_bytes(8, "big")
-            b = ReadBatch(ctx, self._loop.time() + (timeout or self.read_timeout))
-            if timeout is None:
-                self._read_batch = b
-            self._loop.call_soon(self._flush_reads, b)
-        b.cbs.append(cb)
-
-    def _flush_reads(self, b: ReadBatch) -> None:
-        if self._read_batch is b:
-            self._read_batch = None
-        raft = self.raft
-        if self._closed or raft is None:
-            self._finish_batch(b, StoppingError("the member is stopping"))
-            return
-        b.leader = raft.leader
-        self._read_batches[b.ctx] = b
-        raft.read_index(b.ctx)
-        self._schedule_ready()
-
-    def _serve_read_states(self, states: list) -> None:
-        kv = self.kv
-        assert kv is not None
-        for rs in states:
-            b = self._read_batches.pop(rs.ctx, None)
-            if b is None:
-                continue
-            if not rs.ok:
-                self._finish_batch(b, NoLeaderError("no leader: the read index was refused"))
-            elif kv.applied >= rs.index:
-                self._finish_batch(b, None)
-            else:
-                b.index = rs.index
-                self._reads_waiting_apply.append(b)
-
-    def _serve_applied_reads(self) -> None:
-        assert self.kv is not None
-        applied = self.kv.applied
-        ready = [b for b in self._reads_waiting_apply if b.index <= applied]
-        if ready:
-            self._reads_waiting_apply = [b for b in self._reads_waiting_apply
-                                         if b.index > applied]
-            for b in ready:
-                self._finish_batch(b, None)
-
-    def _finish_batch(self, b: ReadBatch, err: FastraftError | None) -> None:
-        for cb in b.cbs:
-            try:
-                cb(err)
-            except Exception:  # one bad callback must not starve the others
-                log.exception("%s: read callback failed", self.cfg.name)
-        b.cbs = []
-
     def _expire(self, now: float) -> None:
         """Answer what waited past its deadline (called every tick)."""
         while self._waiters:
@@ -1263,18 +1192,7 @@ class Node:
                     w.conn.reply(w.req_id, TimeoutError(
                         "membership change timed out: it may or may not have been applied; "
                         "check `member list`"), None)
-        for ctx, b in list(self._read_batches.items()):
-            if b.deadline <= now:
-                del self._read_batches[ctx]
-                self._finish_batch(b, NoLeaderError(
-                    "no leader: the read could not be confirmed by a quorum in time"))
-        if self._reads_waiting_apply:
-            late = [b for b in self._reads_waiting_apply if b.deadline <= now]
-            if late:
-                self._reads_waiting_apply = [b for b in self._reads_waiting_apply
-                                             if b.deadline > now]
-                for b in late:
-                    self._finish_batch(b, TimeoutError("read timed out waiting for apply"))
+        self.reads.expire(now)
 
     def _fail_all(self, err: FastraftError) -> None:
         for conn, req_id in self._proposals.take()[1]:
@@ -1288,14 +1206,7 @@ class Node:
         for w, _, _ in cc_waiters.values():
             if w.conn is not None:
                 w.conn.reply(w.req_id, err, None)
-        batches = list(self._read_batches.values()) + self._reads_waiting_apply
-        if self._read_batch is not None:
-            batches.append(self._read_batch)
-        self._read_batches = {}
-        self._reads_waiting_apply = []
-        self._read_batch = None
-        for b in batches:
-            self._finish_batch(b, err)
+        self.reads.fail_all(err)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -1337,6 +1248,6 @@ class Node:
                 conn.reply(req_id, None, {"health": False, "reason": err.message})
 
         # "Quickly": one election timeout, at most the normal read timeout.
-        self._linearizable(done, timeout=min(self.read_timeout,
-                                             max(0.5, self.cfg.election_timeout / 1000.0)))
+        self.reads.read(self._loop, done, timeout=min(self.read_timeout,
+                                                      max(0.5, self.cfg.election_timeout / 1000.0)))
 
