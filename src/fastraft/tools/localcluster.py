@@ -20,7 +20,7 @@ from typing import Any
 
 from fastraft.client.codec import decode_response, encode_request
 from fastraft.config import parse_url
-from fastraft.net.framing import FrameDecoder, frame
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, frame
 
 __all__ = ["LocalCluster", "MemberProc", "request", "free_ports"]
 
@@ -70,7 +70,7 @@ def request(endpoint: str, op: str, args: dict[str, Any] | None = None, *,
     deadline = time.monotonic() + timeout
     with socket.create_connection(parse_url(endpoint), timeout=timeout) as s:
         s.sendall(frame(encode_request(req_id, op, args or {})))
-        dec = FrameDecoder(64 * 1024 * 1024)
+        dec = FrameDecoder(MAX_PEER_FRAME)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
