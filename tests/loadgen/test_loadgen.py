@@ -3,6 +3,7 @@ key distributions, the JSON report, multi-process merging, bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -11,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import uvloop
 from click.testing import CliRunner
 from hdrh.histogram import HdrHistogram
 
@@ -75,6 +77,29 @@ def test_closed_loop_counts_match_the_endpoint() -> None:
     _monotonic_percentiles(res["latency_ms"])
     assert res["throughput"] == pytest.approx(res["ops"] / res["duration_s"], rel=0.01)
     assert 0.7 <= res["duration_s"] <= 3.0, res
+
+
+def test_a_run_runs_on_uvloop_and_leaves_the_event_loop_policy_alone() -> None:
+    # The tool is also a library (bench/compare.py, tests): installing uvloop's policy for the
+    # whole process changed the loop of every later asyncio.run of its caller.
+    before = asyncio.get_event_loop_policy()
+    seen: list[type] = []
+    real = L._find_target
+
+    async def spy(endpoints: list[str], timeout: float = 10.0) -> tuple[str, int]:
+        seen.append(type(asyncio.get_running_loop()))
+        return await real(endpoints, timeout)
+
+    with L.NoopServerThread() as ep:
+        try:
+            L._find_target = spy  # type: ignore[assignment]
+            res = L.run(L.Spec(endpoints=[ep], workload="put", clients=2, conns=1, warmup=0.0,
+                               duration=0.2))
+        finally:
+            L._find_target = real  # type: ignore[assignment]
+    assert res["ops"] > 0
+    assert seen and all(issubclass(t, uvloop.Loop) for t in seen), seen
+    assert asyncio.get_event_loop_policy() is before
 
 
 def test_closed_loop_op_count_and_warmup() -> None:

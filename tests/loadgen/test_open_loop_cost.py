@@ -4,29 +4,41 @@ the members it measures), it must send on schedule, and it reports how late it s
 from __future__ import annotations
 
 import asyncio
+import resource
 import time
 
 from fastraft.tools import loadgen as L
 
 
 def test_open_loop_does_not_spin_and_sends_on_time() -> None:
-    # The endpoint runs in its own process so that this process's CPU time is the generator's.
+    # The endpoint runs in its own process, and the generator (procs=1) runs in this thread:
+    # its cost is read from this thread's own clock and counters (RUSAGE_THREAD), so threads
+    # that other code left in this process and other processes on the cores do not count.
     proc, ep = L.start_noop_subprocess()
     try:
-        wall0, cpu0 = time.monotonic(), time.process_time()
+        wall0, ru0 = time.monotonic(), resource.getrusage(resource.RUSAGE_THREAD)
         res = L.run(L.Spec(endpoints=[ep], workload="put", rate=3000, conns=2, warmup=0.2,
                            duration=1.5))
-        wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
+        wall, ru1 = time.monotonic() - wall0, resource.getrusage(resource.RUSAGE_THREAD)
     finally:
         L._stop_proc(proc)
     assert res["ops"] == 4500 and res["errors"] == {} and res["timeouts"] == 0
-    # A generator that sleeps "until the next request" with sub-ms timers spins at 100% of a
-    # core; ticks cost a few percent. Loose bound: CI machines are slow and shared.
+    # A generator that sleeps "until the next request" with sub-ms timers never blocks: it
+    # spins at 100% of a core with almost no voluntary context switches (measured: 2 in a run,
+    # against thousands for the ticking generator, which blocks in the loop between wake-ups).
+    # That is the behaviour checked; it does not depend on how loaded the machine is.
+    blocked = ru1.ru_nvcsw - ru0.ru_nvcsw
+    assert blocked >= 100 * wall, (blocked, wall)
+    # And the ticks cost a fraction of a core (measured 0.26-0.30 with the suite running
+    # beside it; a spinner is near 1.0 on an idle core).
+    cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     assert cpu / wall < 0.5, (cpu, wall)
     lag = res["send_lag_ms"]
     assert 0 < lag["p50"] <= lag["p99"] <= lag["max"]
-    # Sent within a few ms of the intended time in the typical case (the tick is 0.2 ms).
-    assert lag["p50"] < 5.0, lag
+    # Sent close to the intended time in the typical case (the tick is 0.2 ms; measured p50
+    # 0.05-0.1 ms). Generous for a loaded 2-core machine, yet a generator that sent in coarse
+    # bursts (ticks of tens of ms) would fail it.
+    assert lag["p50"] < 20.0, lag
 
 
 def test_wake_timer_fires_at_the_absolute_time_asked() -> None:

@@ -104,7 +104,7 @@ def test_no_leader_linearizable_get_fails_within_timeout(cluster: FakeCluster) -
     elapsed = time.monotonic() - t0
     assert r.exit_code == 1
     assert r.stderr.startswith("Error: no leader") and r.stderr.count("\n") == 1
-    assert elapsed < 2.0
+    assert elapsed < 3.0  # 500 ms honoured, well below the 5 s default; slack for load
 
 
 def test_redirect_through_follower(cluster: FakeCluster) -> None:

@@ -40,8 +40,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import click
 import msgpack
@@ -93,6 +94,8 @@ WORKLOADS: dict[str, float] = {
 }
 CONSISTENCY = ("linearizable", "serializable")
 DISTRIBUTIONS = ("uniform", "zipfian")
+
+T = TypeVar("T")
 
 _READ = 0
 _UPDATE = 1
@@ -787,18 +790,20 @@ async def _preload(spec: Spec, target: tuple[str, int]) -> None:
         writer.close()
 
 
-def _use_uvloop() -> None:
+def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run`` on a uvloop loop, without installing uvloop's policy for the process:
+    a library call must not change which loop every later ``asyncio.run`` of its caller gets."""
     try:
         import uvloop
     except ImportError:  # the project depends on it; a plain loop still works, only slower
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def _worker_proc(spec_d: dict[str, Any], target: tuple[str, int], counter: Any, ready: Any,
                  go: Any, start_ns: Any, results: Any) -> None:
     """Entry point of a worker process (spawned): connect, report ready, wait for go, run."""
-    _use_uvloop()
     spec = Spec(**spec_d)
 
     async def body() -> dict[str, Any]:
@@ -812,7 +817,7 @@ def _worker_proc(spec_d: dict[str, Any], target: tuple[str, int], counter: Any, 
         return await w.run(start_ns.value)
 
     try:
-        results.put(("ok", asyncio.run(body())))
+        results.put(("ok", _run_loop(body())))
     except BaseException as e:  # reported to the parent, which fails the run with it
         results.put(("error", f"{type(e).__name__}: {e}"))
         ready.release()
@@ -851,11 +856,10 @@ class _Progress:
 def run(spec: Spec, *, progress: bool = False, label: str = "") -> dict[str, Any]:
     """Run one workload and return the merged result (see :func:`summarize`)."""
     spec.check()
-    _use_uvloop()
-    target = asyncio.run(_find_target(spec.endpoints))
+    target = _run_loop(_find_target(spec.endpoints))
     reads = spec.read_fraction > 0
     if spec.preload or (spec.preload is None and reads):
-        asyncio.run(_preload(spec, target))
+        _run_loop(_preload(spec, target))
     total_s = spec.warmup + spec.duration
     prog = _Progress(label or f"[{spec.workload} {spec.mode}]", total_s, progress)
     parts: list[dict[str, Any]]
@@ -886,7 +890,7 @@ def _run_inprocess(spec: Spec, target: tuple[str, int], prog: _Progress) -> dict
             if t is not None:
                 t.cancel()
 
-    return asyncio.run(body())
+    return _run_loop(body())
 
 
 def _run_procs(spec: Spec, target: tuple[str, int], prog: _Progress) -> list[dict[str, Any]]:
@@ -1143,8 +1147,6 @@ def _stop_proc(p: subprocess.Popen) -> None:
 
 
 def _serve_noop_forever(delay: float) -> None:
-    _use_uvloop()
-
     async def body() -> None:
         srv = NoopServer(delay)
         port = await srv.start()
@@ -1156,7 +1158,7 @@ def _serve_noop_forever(delay: float) -> None:
         await stop.wait()
         await srv.stop()
 
-    asyncio.run(body())
+    _run_loop(body())
 
 
 # ------------------------------------------------------------------------------ reporting
