@@ -6,6 +6,9 @@ from setuptools import Extension, setup
 
 # FASTRAFT_DEBUG=1 builds with bounds checks and assertions on, for debugging the core.
 debug = os.environ.get("FASTRAFT_DEBUG") == "1"
+# FASTRAFT_CLIENT_ONLY=1 installs without the extension (no compiler needed): fastraft.client and
+# fastractl work (they import no _core, tests/wire/test_client_only.py); a member cannot run.
+client_only = os.environ.get("FASTRAFT_CLIENT_ONLY") == "1"
 
 extensions = [
     Extension(
@@ -16,7 +19,7 @@ extensions = [
 ]
 
 setup(
-    ext_modules=cythonize(
+    ext_modules=[] if client_only else cythonize(
         extensions,
         language_level=3,
         compiler_directives={

@@ -28,7 +28,8 @@ Scenarios (256 B values over 1,000 keys by default):
 
 Each system is driven by a client of its own kind:
 
-* fastraft: ``python -m fastraft.loadgen`` (pipelined frames over the client protocol, uvloop).
+* fastraft: ``python -m fastraft.tools.loadgen`` (pipelined frames over the client protocol,
+  uvloop).
 * etcd: ``bench/peers/etcd_driver.py`` (grpc.aio + etcd's protobufs; see its docstring),
   ``--etcd-procs`` driver processes whose histograms are merged.
 * PySyncObj: no client protocol, so the load runs inside its 3 member processes
@@ -65,7 +66,7 @@ sys.path.insert(0, HERE)  # bench/ is not a package: its sibling module probes.p
 
 import probes  # noqa: E402
 
-from fastraft.localcluster import free_ports  # noqa: E402
+from fastraft.tools.localcluster import free_ports  # noqa: E402
 
 SCENARIOS = ("put-sat", "put-half", "get-lin", "get-ser", "put-1")
 SYSTEMS = ("fastraft", "etcd", "pysyncobj")
@@ -123,7 +124,7 @@ def _check_rc(p: subprocess.Popen | subprocess.CompletedProcess, cmd: list[str],
 
 def _merge(parts: list[dict[str, Any]], extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge results of several load processes (histograms exactly, by HdrHistogram add)."""
-    from fastraft.loadgen import latency_summary, merge_encoded
+    from fastraft.tools.loadgen import latency_summary, merge_encoded
     h = merge_encoded([p["histogram"] for p in parts if p.get("histogram")])
     ops = sum(p["ops"] for p in parts)
     window = max((p["duration_s"] for p in parts), default=0.0)
@@ -152,11 +153,11 @@ class Fastraft:
     durability = "fsyncs before ack (group commit)"
 
     def __init__(self, base: str, a: argparse.Namespace) -> None:
-        from fastraft.localcluster import LocalCluster
+        from fastraft.tools.localcluster import LocalCluster
         self.a = a
         self.cluster = LocalCluster(3, os.path.join(base, "fastraft"))
-        self.client = (f"fastraft.loadgen (python -m fastraft.loadgen): pipelined msgpack frames, "
-                       f"uvloop, 1 process, up to {a.conns} connections")
+        self.client = (f"fastraft.tools.loadgen (python -m fastraft.tools.loadgen): pipelined "
+                       f"msgpack frames, uvloop, 1 process, up to {a.conns} connections")
 
     def start(self) -> None:
         self.cluster.start()
@@ -173,7 +174,7 @@ class Fastraft:
     def _cmd(self, endpoints: str, pt: Point, out: str) -> list[str]:
         a = self.a
         conns = min(a.conns, pt.clients)
-        cmd = [sys.executable, "-m", "fastraft.loadgen", "--endpoints", endpoints,
+        cmd = [sys.executable, "-m", "fastraft.tools.loadgen", "--endpoints", endpoints,
                "--workload", pt.workload, "--consistency", pt.consistency,
                "--clients", str(pt.clients), "--conns", str(conns), "--keys", str(a.keys),
                "--value-size", str(a.value_size), "--warmup", str(a.warmup),
@@ -197,7 +198,7 @@ class Fastraft:
         return res
 
     def ceiling(self, pt: Point, tmp: str) -> dict[str, Any]:
-        from fastraft.loadgen import _stop_proc, start_noop_subprocess
+        from fastraft.tools.loadgen import _stop_proc, start_noop_subprocess
         p, ep = start_noop_subprocess()
         try:
             return self.run(pt, tmp, endpoints=ep)

@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from fastraft import AsyncClient
-from fastraft.localcluster import LocalCluster
+from fastraft.tools.localcluster import LocalCluster
 
 
 def proc_status(pid: int) -> dict[str, int]:

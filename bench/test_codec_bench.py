@@ -6,16 +6,10 @@ Run: python -m pytest bench/test_codec_bench.py --benchmark-enable
 from __future__ import annotations
 
 from fastraft._core import Message
-from fastraft.raft import MsgType
-from fastraft.wire import (
-    FrameDecoder,
-    decode_message,
-    decode_request,
-    encode_message,
-    encode_request,
-    encode_response,
-    frame,
-)
+from fastraft.raft.core import MsgType
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.net.peercodec import decode_message, encode_message
+from fastraft.client.codec import decode_request, encode_request, encode_response
 
 VALUE = b"v" * 256
 ENTRIES = [(i, 3, 0, VALUE) for i in range(1000, 1064)]

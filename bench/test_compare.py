@@ -180,7 +180,7 @@ def test_sigterm_stops_every_child_and_removes_the_data_dir() -> None:
         # Signal once the load tool runs (its command line is there: exec is done), not while
         # the runner is still inside Popen for it.
         while time.monotonic() < deadline and not any(
-                "fastraft.loadgen" in _cmdline(k) for k in _children(p.pid)):
+                "fastraft.tools.loadgen" in _cmdline(k) for k in _children(p.pid)):
             time.sleep(0.05)
         time.sleep(0.3)
         kids = _children(p.pid)

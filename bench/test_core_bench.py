@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fastraft._core import Log, ProgressTracker
-from fastraft.raft import Config, Raft
+from fastraft.raft.core import Config, Raft
 
 VALUE = b"v" * 256
 BATCH = [VALUE] * 64

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fastraft.kv import KV
-from fastraft.storage import Storage
+from fastraft.storage.mvcc import KV
+from fastraft.storage.logstore import Storage
 
 VALUE = b"v" * 256
 BATCH = 64

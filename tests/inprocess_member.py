@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import uvloop
 
 from fastraft.config import build_config
-from fastraft.node import Node
+from fastraft.server.node import Node
 
 T = TypeVar("T")
 

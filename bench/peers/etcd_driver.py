@@ -10,7 +10,7 @@ imported), registers them in a fresh descriptor pool of the fast (upb) protobuf 
 flight. ``--noop-server`` serves the same two methods doing nothing: driving that measures the
 driver's own ceiling.
 
-Output: one JSON line on stdout, the same fields as ``fastraft.loadgen`` results (with the
+Output: one JSON line on stdout, the same fields as ``fastraft.tools.loadgen`` results (with the
 HdrHistogram encoded, so that the results of several driver processes can be merged exactly).
 """
 
@@ -28,7 +28,7 @@ import sys
 import time
 from typing import Any
 
-from fastraft.loadgen import (
+from fastraft.tools.loadgen import (
     HIST_MAX_US,
     HIST_MIN_US,
     KeyChooser,
@@ -105,7 +105,7 @@ async def find_leader(endpoints: list[str], timeout: float = 15.0) -> str:
 
 async def preload(endpoint: str, spec: Spec, window: int = 256) -> None:
     """Put every key once (at most `window` in flight) so that reads find values, as
-    ``fastraft.loadgen`` does before a read workload."""
+    ``fastraft.tools.loadgen`` does before a read workload."""
     import grpc
 
     m = load_messages()
@@ -129,7 +129,7 @@ async def drive(endpoint: str, spec: Spec, channels: int, start_ns: int = 0) -> 
     Open loop (spec.rate > 0): request i is due at start + i/rate; spec.clients coroutines take
     the next due request in turn, so at most spec.clients are in flight. Latency is measured from
     the *intended* time, so a request that waited for a free coroutine is charged for the wait
-    (no coordinated omission; the same rule as ``fastraft.loadgen``).
+    (no coordinated omission; the same rule as ``fastraft.tools.loadgen``).
 
     `start_ns` (CLOCK_MONOTONIC, system-wide on Linux) lets several driver processes share one
     window; 0 = start now.

@@ -7,7 +7,7 @@ line on stdin, answering one JSON line each on stdout (EOF on stdin = the parent
 * ``{"cmd": "status"}`` -> ``{"self", "leader", "is_leader"}``
 * ``{"cmd": "preload", "keys", "value_size", "seed"}`` -> set every key once, wait for all
 * ``{"cmd": "run", "op": "put"|"get", "inflight", "rate", "start_at", "warmup", "duration",
-  "keys", "value_size", "seed"}`` -> a result with the fields of ``fastraft.loadgen`` results
+  "keys", "value_size", "seed"}`` -> a result with the fields of ``fastraft.tools.loadgen`` results
   (HdrHistogram encoded, so the parent merges members exactly):
 
   - put, closed loop (``rate`` 0): ``inflight`` asynchronous ``set`` calls kept outstanding; each
@@ -40,7 +40,7 @@ from typing import Any, TextIO
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf
 from pysyncobj.batteries import ReplDict
 
-from fastraft.loadgen import HIST_MAX_US, HIST_MIN_US, latency_summary, new_histogram
+from fastraft.tools.loadgen import HIST_MAX_US, HIST_MIN_US, latency_summary, new_histogram
 
 _FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if isinstance(v, int)}
 

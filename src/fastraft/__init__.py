@@ -1,9 +1,10 @@
 """fastraft: a Raft-replicated key-value store with a native hot path.
 
 The public surface: the clients (:class:`Client`, :class:`AsyncClient`), their result types and
-txn builders, and the exceptions they raise. The server is run with ``fastraft serve``; the core
-(:mod:`fastraft.raft`) and the adapters (storage, transport, kv) are importable for tests and
-tools but are not a stable API.
+txn builders, and the exceptions they raise (all from :mod:`fastraft.client`, which needs no
+native extension). The server is run with ``fastraft serve``. The subpackages (``raft``,
+``server``, ``storage``, ``net``, ``client``, ``tools``; see docs/architecture.md) are importable
+for tests and tools but are not a stable API.
 """
 
 from fastraft._version import __version__

@@ -2,18 +2,6 @@
 
 from typing import Any
 
-MSG_APP: int
-MSG_APP_RESP: int
-MSG_VOTE: int
-MSG_VOTE_RESP: int
-MSG_PRE_VOTE: int
-MSG_PRE_VOTE_RESP: int
-MSG_HEARTBEAT: int
-MSG_HEARTBEAT_RESP: int
-MSG_SNAP: int
-MSG_TIMEOUT_NOW: int
-MSG_READ_INDEX: int
-MSG_READ_INDEX_RESP: int
 ENTRY_NORMAL: int
 ENTRY_CONF_CHANGE: int
 PROBE: int
@@ -22,6 +10,7 @@ SNAPSHOT: int
 
 Entry = tuple[int, int, int, bytes]
 
+def register_msg_names(names: dict[int, str]) -> None: ...
 def msg_name(t: int) -> str: ...
 
 class Message:
@@ -105,9 +94,7 @@ class ProgressTracker:
     def reset_votes(self) -> None: ...
     def record_vote(self, id: int, granted: bool) -> None: ...
     def tally_votes(self) -> tuple[int, int, int]: ...
-    def quorum_active(self, self_id: int) -> bool: ...
     def reset_recent_active(self, self_id: int) -> None: ...
-    def is_voter(self, id: int) -> bool: ...
 
 class ProposalBatch:
     datas: list[bytes]

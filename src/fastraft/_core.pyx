@@ -2,35 +2,24 @@
 """fastraft's hot path: the message type, the in-memory log, progress and quorum tracking,
 proposal batching.
 
-Nothing here touches a socket, a file or a clock; raft.py drives it.
+Nothing here touches a socket, a file or a clock; raft/core.py drives it.
 """
 
 from cpython.bytes cimport PyBytes_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort
 
-# Message types (see docs/architecture.md); raft.MsgType mirrors them as an IntEnum.
-MSG_APP = 1
-MSG_APP_RESP = 2
-MSG_VOTE = 3
-MSG_VOTE_RESP = 4
-MSG_PRE_VOTE = 5
-MSG_PRE_VOTE_RESP = 6
-MSG_HEARTBEAT = 7
-MSG_HEARTBEAT_RESP = 8
-MSG_SNAP = 9
-MSG_TIMEOUT_NOW = 10
-MSG_READ_INDEX = 11
-MSG_READ_INDEX_RESP = 12
-
 ENTRY_NORMAL = 0
 ENTRY_CONF_CHANGE = 1
 
-_MSG_NAMES = {
-    1: "MsgApp", 2: "MsgAppResp", 3: "MsgVote", 4: "MsgVoteResp", 5: "MsgPreVote",
-    6: "MsgPreVoteResp", 7: "MsgHeartbeat", 8: "MsgHeartbeatResp", 9: "MsgSnap",
-    10: "MsgTimeoutNow", 11: "MsgReadIndex", 12: "MsgReadIndexResp",
-}
+# Message type names for Message.__repr__, registered by fastraft.raft.core, where the types are
+# defined (MsgType): one definition, none repeated here.
+_MSG_NAMES = {}
+
+
+def register_msg_names(dict names):
+    _MSG_NAMES.clear()
+    _MSG_NAMES.update(names)
 
 
 def msg_name(int t):
@@ -539,23 +528,10 @@ cdef class ProgressTracker:
             return granted, rejected, -1
         return granted, rejected, 0
 
-    cpdef bint quorum_active(self, uint64_t self_id):
-        """CheckQuorum: did a majority of voters (counting ourselves) talk to us recently?"""
-        cdef int active = 0
-        cdef Progress p
-        for id_ in self.voters:
-            p = self.progress[id_]
-            if id_ == self_id or p.recent_active:
-                active += 1
-        return active >= self.quorum()
-
     cpdef void reset_recent_active(self, uint64_t self_id):
         cdef Progress p
         for id_, p in self.progress.items():
             p.recent_active = id_ == self_id
-
-    cpdef bint is_voter(self, uint64_t id):
-        return id in self.voters
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import shutil
 import signal
@@ -40,12 +41,30 @@ class _OneLineErrors(click.Command):
 
 
 class _Group(click.Group):
+    # Commands whose module is imported only when the command is looked up: `serve` must not
+    # load the load generator (and its histogram library) just to start a member.
+    _lazy = {"bench": ("fastraft.tools.loadgen", "bench_command")}
+
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
             return super().parse_args(ctx, args)
         except click.UsageError as e:
             _die(e.format_message().replace("\n", " "))
             raise
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self._lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self._lazy:
+            return super().get_command(ctx, cmd_name)
+        module, attr = self._lazy[cmd_name]
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as e:
+            _die(f"`fastraft {cmd_name}` needs {e.name}: pip install 'fastraft[tools]'")
+        cmd: click.Command = getattr(mod, attr)
+        return cmd
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,7 +153,7 @@ def run_member(cfg: ServerConfig) -> int:
     """Run a member with uvloop until it stops; return the process exit status."""
     import uvloop
 
-    from fastraft.node import Node
+    from fastraft.server.node import Node
 
     setup_logging(cfg.name, cfg.log_level)
 
@@ -227,7 +246,7 @@ def cluster(size: int, data_dir: str | None, base_port: int) -> None:
       fastractl --endpoints=127.0.0.1:2379,127.0.0.1:2389,127.0.0.1:2399 endpoint status -w table
     Stop it with Ctrl-C: every member gets SIGTERM and shuts down cleanly.
     """
-    from fastraft.localcluster import LocalCluster
+    from fastraft.tools.localcluster import LocalCluster
 
     tmp = None
     if data_dir is None:
@@ -287,7 +306,7 @@ def demo(data_dir: str | None, keep: bool) -> None:
     Example:
       fastraft demo --keep --data-dir /tmp/fr-demo
     """
-    from fastraft.demo import run_demo
+    from fastraft.tools.demo import run_demo
 
     tmp = None
     if data_dir is None:
@@ -300,15 +319,6 @@ def demo(data_dir: str | None, keep: bool) -> None:
         elif keep:
             click.echo(f"data kept in {data_dir}")
     sys.exit(0 if ok else 1)
-
-
-def _mount_bench() -> None:
-    from fastraft.loadgen import bench_command
-
-    main.add_command(bench_command)
-
-
-_mount_bench()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastraft.errors import ConfigError
+from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES
 
 __all__ = [
     "FLAGS",
@@ -55,7 +56,8 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "election-timeout": ("1000", "time in ms without a leader before an election "
                                  "(at least 5x --heartbeat-interval)"),
     "snapshot-count": ("10000", "applied entries between two snapshots (log compaction)"),
-    "max-request-bytes": ("1572864", "largest client request accepted, in bytes"),
+    "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
+                          "largest client request accepted, in bytes"),
     "log-level": ("info", "debug, info, warn or error"),
 }
 
@@ -166,7 +168,7 @@ class ServerConfig:
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     snapshot_count: int = 10000
-    max_request_bytes: int = 1_572_864
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
     member_id: int = field(default=0)
     cluster_id: int = field(default=0)

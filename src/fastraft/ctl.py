@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
-from fastraft.client import (
+from fastraft.client.api import (
     Client,
     Compare,
     DeleteResult,
@@ -38,7 +38,7 @@ from fastraft.client import (
     parse_endpoint,
 )
 from fastraft.errors import FastraftError
-from fastraft.tablefmt import render_table
+from fastraft.tools.tablefmt import render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,7 +78,7 @@ class Settings:
         return Client(self.endpoints, timeout=self.timeout, connect_timeout=self.dial_timeout)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"Error: {message}", err=True)
     sys.exit(1)
 
@@ -95,7 +95,7 @@ def _handle_errors(f: F) -> F:
         except (ValueError, TypeError, OSError) as e:
             _fail(str(e))
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
 
 
 # ------------------------------------------------------------------------------ output
@@ -233,8 +233,8 @@ def _settings(ctx: click.Context) -> Settings:
         raise click.BadParameter(str(e), param_hint="--dial-timeout") from None
     eps = [e.strip() for e in values["endpoints"].split(",") if e.strip()]
     try:
-        for e in eps:
-            parse_endpoint(e)
+        for ep in eps:
+            parse_endpoint(ep)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--endpoints") from None
     if not eps:
@@ -247,11 +247,14 @@ class _Level:
 
     params: list[click.Parameter]
 
+    if TYPE_CHECKING:  # provided by the click.Command this is mixed into
+        def get_params(self, ctx: click.Context) -> list[click.Parameter]: ...
+
     def _add_globals(self) -> None:
         self.params.extend(_global_options(root=False))
 
     def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        own = [p.get_help_record(ctx) for p in self.get_params(ctx)  # type: ignore[attr-defined]
+        own = [p.get_help_record(ctx) for p in self.get_params(ctx)
                if p.name not in _GLOBAL_NAMES]
         rows = [r for r in own if r is not None]
         if rows:
@@ -772,7 +775,7 @@ def health(s: Settings) -> None:
         _echo_json(results)
     elif s.write_out == "table":
         _table(["ENDPOINT", "HEALTH", "TOOK", "ERROR"],
-               [[r["endpoint"], str(r["health"]).lower(), r["took"], r["error"]]
+               [[str(r["endpoint"]), str(r["health"]).lower(), str(r["took"]), str(r["error"])]
                 for r in results])
     if bad:
         _fail("unhealthy cluster")

@@ -30,7 +30,8 @@ class NotLeaderError(FastraftError):
 
     code = "NOT_LEADER"
 
-    def __init__(self, message: str = "", leader: int = 0, **extra: object) -> None:
+    # leader: the core's id (int) or, on the wire and in clients, its hex form.
+    def __init__(self, message: str = "", leader: int | str = 0, **extra: object) -> None:
         super().__init__(message, leader=leader, **extra)
         self.leader = leader
 

@@ -1,6 +1,6 @@
 """A deterministic, seeded simulator of a fastraft cluster (the core only: no sockets, no disk).
 
-Every member is a real ``fastraft.raft.Raft`` driven by a host loop shaped like node.py's: take a
+Every member is a real ``fastraft.raft.Raft`` driven by a host loop shaped like the node's: take a
 ready, send its ``messages`` at once, persist (possibly over several steps, while the member keeps
 stepping and ticking), ``advance()``, send ``persisted_messages``, apply ``committed_entries``,
 answer read states. Storage is split into a durable part (what ``advance()`` confirmed) and a
@@ -13,7 +13,7 @@ faults, leadership transfers, membership changes (add learner, promote, remove, 
 linearizable reads, checks the Raft safety properties after every step (see `Cluster.check`) and
 the client history (puts and ReadIndex reads) for linearizability at the end.
 
-Read contexts are member-local, as node.py makes them: a per-run prefix and a counter from 1. Here
+Read contexts are member-local, as the node makes them: a per-run prefix and a counter from 1. Here
 the prefix is the member's incarnation number, so the same context is used by different members
 (and a crash never reuses one on the same member, as the node's random prefix ensures): the core
 must never confuse two reads with equal contexts from different members. Besides the history
@@ -34,7 +34,7 @@ from typing import Any, Callable
 import msgpack
 
 from fastraft.errors import ConfChangeInProgressError, NotLeaderError, ProposalDroppedError
-from fastraft.raft import (
+from fastraft.raft.core import (
     CC_ADD_LEARNER,
     CC_PROMOTE,
     CC_REMOVE,

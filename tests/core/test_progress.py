@@ -87,10 +87,10 @@ def test_set_config_keeps_existing_progress() -> None:
     assert t.voters == (1, 2, 3, 4)
 
 
-def test_quorum_active() -> None:
+def test_reset_recent_active_keeps_only_self() -> None:
+    # (CheckQuorum itself is the core's _quorum_ack_age, tested in the scenarios.)
     t = ProgressTracker((1, 2, 3))
-    assert not t.quorum_active(1)
-    t.progress[3].recent_active = True
-    assert t.quorum_active(1)
+    for i in (1, 2, 3):
+        t.progress[i].recent_active = True
     t.reset_recent_active(1)
-    assert not t.quorum_active(1)
+    assert [t.progress[i].recent_active for i in (1, 2, 3)] == [True, False, False]

@@ -14,7 +14,7 @@ import pytest
 import lincheck
 from raftsim import Cluster, SimError
 from fastraft.errors import ProposalDroppedError
-from fastraft.raft import (
+from fastraft.raft.core import (
     CC_ADD_LEARNER,
     CC_ADD_VOTER,
     CC_PROMOTE,

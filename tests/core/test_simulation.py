@@ -17,7 +17,15 @@ import pytest
 
 import raftsim
 from fastraft._core import Log
-from fastraft.raft import CC_ADD_LEARNER, CC_PROMOTE, CC_REMOVE, Message, MsgType, ReadState, Ready
+from fastraft.raft.core import (
+    CC_ADD_LEARNER,
+    CC_PROMOTE,
+    CC_REMOVE,
+    Message,
+    MsgType,
+    ReadState,
+    Ready,
+)
 
 SWEEP_3 = 120
 SWEEP_5 = 50

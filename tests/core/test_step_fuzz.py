@@ -15,7 +15,7 @@ import random
 import pytest
 
 import raftsim
-from fastraft.raft import (
+from fastraft.raft.core import (
     CC_ADD_LEARNER,
     CC_ADD_VOTER,
     CC_PROMOTE,

@@ -16,8 +16,8 @@ import uvloop
 from click.testing import CliRunner
 from hdrh.histogram import HdrHistogram
 
-from fastraft import loadgen as L
-from fastraft.wire import decode_request, encode_response
+from fastraft.tools import loadgen as L
+from fastraft.client.codec import decode_request, encode_response
 
 
 def _monotonic_percentiles(lat: dict[str, float]) -> None:
@@ -295,8 +295,8 @@ def test_no_leader_is_a_clear_error() -> None:
 
 
 def test_module_help_runs() -> None:
-    r = subprocess.run([sys.executable, "-m", "fastraft.loadgen", "--help"], capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "fastraft.tools.loadgen", "--help"],
+                       capture_output=True, text=True, timeout=60)
     assert r.returncode == 0
     assert "--noop-ceiling" in r.stdout and "--sweep" in r.stdout
     assert L.bench_command.name == "bench"  # the lead mounts it as `fastraft bench`

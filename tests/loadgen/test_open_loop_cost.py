@@ -7,7 +7,7 @@ import asyncio
 import resource
 import time
 
-from fastraft import loadgen as L
+from fastraft.tools import loadgen as L
 
 
 def test_open_loop_does_not_spin_and_sends_on_time() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from fastraft.localcluster import LocalCluster
+from fastraft.tools.localcluster import LocalCluster
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from fastraft.config import build_config, cluster_id, member_id, parse_url
-from fastraft.localcluster import free_ports, request
-from fastraft.storage import Storage
+from fastraft.tools.localcluster import free_ports, request
+from fastraft.storage.logstore import Storage
 
 
 def _env(**extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import sys
 import time
 
 from fastraft import Client
-from fastraft.localcluster import request
+from fastraft.tools.localcluster import request
 from polling import wait_for  # tests/ is on pytest's pythonpath
 
 

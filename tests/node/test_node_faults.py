@@ -24,7 +24,7 @@ from fastraft.errors import (
     TimeoutError,
     UnavailableError,
 )
-from fastraft.localcluster import LocalCluster
+from fastraft.tools.localcluster import LocalCluster
 
 _DEFINITELY_NOT_APPLIED = (NotLeaderError, NoLeaderError, NotCommittedError, UnavailableError)
 

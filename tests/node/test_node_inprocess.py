@@ -8,7 +8,7 @@ import msgpack
 from inprocess_member import InProcessMember  # tests/ is on pytest's pythonpath
 
 from fastraft import Client
-from fastraft.node import decode_snapshot, encode_snapshot
+from fastraft.server.snapshot import decode_snapshot, encode_snapshot
 
 
 def _kv_applied_in(kv_data: bytes) -> tuple[int, int]:

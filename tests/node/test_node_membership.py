@@ -13,8 +13,8 @@ import pytest
 
 from fastraft import AsyncClient, BadRequestError, Client, ConfChangeInProgressError, FastraftError
 from fastraft.config import member_id
-from fastraft.localcluster import LocalCluster, MemberProc, free_ports, request
-from fastraft.storage import Storage
+from fastraft.tools.localcluster import LocalCluster, MemberProc, free_ports, request
+from fastraft.storage.logstore import Storage
 from inprocess_member import InProcessMember  # tests/ is on pytest's pythonpath
 from polling import wait_for
 

@@ -9,8 +9,9 @@ import time
 import msgpack
 import pytest
 
-from fastraft.localcluster import LocalCluster, request
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft.tools.localcluster import LocalCluster, request
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.client.codec import decode_response, encode_request
 
 
 def _connect(lc: LocalCluster) -> socket.socket:

@@ -1,4 +1,4 @@
-"""Read contexts of a member (node.py): unique across its runs."""
+"""Read contexts of a member (server/node.py): unique across its runs."""
 
 from __future__ import annotations
 

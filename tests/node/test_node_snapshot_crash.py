@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from fastraft.localcluster import LocalCluster, request
+from fastraft.tools.localcluster import LocalCluster, request
 from acked_writes import write_acked  # tests/ is on pytest's pythonpath
 from polling import wait_for
 

@@ -1,4 +1,4 @@
-"""Snapshot streams into one in-process member (snapstream.py, storage staging, node install).
+"""Snapshot streams into one in-process member (net/snapstream.py, storage staging, node install).
 
 A "leader" here is this test: it builds chunks from a KV of its own and writes the stream (with
 snapstream.send_snapshot, or frame by frame when the test needs a broken stream) to the member's
@@ -23,12 +23,13 @@ import msgpack
 import pytest
 import rocksdict
 
-from fastraft.client import Client
-from fastraft.kv import KV
-from fastraft.snapstream import STALL_TIMEOUT, StreamHello, encode_end, send_snapshot
-from fastraft.storage import Storage
-from fastraft.raft import Message, MsgType, Snapshot
-from fastraft.wire import FrameDecoder, encode_hello, encode_message, frame
+from fastraft.client.api import Client
+from fastraft.storage.mvcc import KV
+from fastraft.net.snapstream import STALL_TIMEOUT, StreamHello, encode_end, send_snapshot
+from fastraft.storage.logstore import Storage
+from fastraft.raft.core import Message, MsgType, Snapshot
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.net.peercodec import encode_hello, encode_message
 from inprocess_member import InProcessMember, free_port
 from polling import wait_for
 

@@ -2,7 +2,7 @@
 
 Real processes. 275 MiB of 64 KiB values are written (a bounded load loop) while one member is
 down, with a small --snapshot-count so the log is compacted far past it. The member restarts;
-the leader streams it a snapshot (snapstream.py). Checked: it catches up, its data equals the
+the leader streams it a snapshot (net/snapstream.py). Checked: it catches up, its data equals the
 leader's (key count and a digest over every KV record, read from the data dirs after a stop),
 and every member's peak RSS during the transfer stays below 1.5 x its RSS before it.
 
@@ -23,10 +23,10 @@ import time
 
 import pytest
 
-from fastraft.client import AsyncClient, Client
-from fastraft.kv import KV
-from fastraft.localcluster import LocalCluster, request
-from fastraft.storage import Storage
+from fastraft.client.api import AsyncClient, Client
+from fastraft.storage.mvcc import KV
+from fastraft.tools.localcluster import LocalCluster, request
+from fastraft.storage.logstore import Storage
 from polling import wait_for
 
 VALUE = 64 * 1024

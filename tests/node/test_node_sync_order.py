@@ -20,8 +20,10 @@ import pytest
 from inprocess_member import InProcessMember  # tests/ is on pytest's pythonpath
 
 from fastraft import Client
-from fastraft.node import _Syncer
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft._core import ProposalBatch
+from fastraft.server.syncer import Syncer as _Syncer
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.client.codec import decode_response, encode_request
 
 
 def _pipelined_puts(endpoint: str, n: int, chunk: int = 0, gap: float = 0.0) -> list[bool]:
@@ -164,3 +166,30 @@ def test_syncer_reports_errors_runs_before_start_returns_and_stops() -> None:
     got = asyncio.run(body())
     assert got[0] is None
     assert isinstance(got[1], OSError) and "disk on fire" in str(got[1])
+
+
+def test_a_full_proposal_batch_is_proposed_at_once_and_every_put_applies(
+        member: InProcessMember) -> None:
+    # The node batches a loop iteration's proposals in _core.ProposalBatch; one that fills up
+    # (here: 3 entries) is proposed at once and the rest of the burst starts a new batch.
+    # Each put is answered ok exactly once and the store holds them all.
+    sizes: list[int] = []
+
+    def small_batches() -> None:
+        node = member.node
+        node._proposals = ProposalBatch(max_entries=3)
+        propose = node.raft.propose_batch
+
+        def counting(datas: list[bytes]) -> int:
+            sizes.append(len(datas))
+            return propose(datas)
+        node.raft.propose_batch = counting
+
+    member.call(small_batches)
+    with Client(member.endpoint, timeout=10.0) as c:
+        before = c.get(b"warm").header.revision
+    oks = _pipelined_puts(member.endpoint, 20)
+    assert oks == [True] * 20
+    assert max(sizes) == 3 and sum(sizes) == 20, sizes
+    with Client(member.endpoint, timeout=10.0) as c:
+        assert c.get(b"warm").header.revision == before + 20

@@ -10,26 +10,21 @@ from typing import Any
 import pytest
 
 from fastraft.errors import BadRequestError, CompactedError
-from fastraft.kv import KV
-from fastraft.storage import Storage
-from fastraft.watch import WatchHub
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.buffered = 0
-
-    def get_write_buffer_size(self) -> int:
-        return self.buffered
+from fastraft.storage.mvcc import KV
+from fastraft.storage.logstore import Storage
+from fastraft.storage.watch import WatchHub
 
 
 class FakeConn:
-    """Records every reply; ``transport.buffered`` plays the unread bytes."""
+    """Records every reply; ``unread`` plays the bytes the client has not read."""
 
     def __init__(self) -> None:
         self.closed = False
-        self.transport: FakeTransport | None = FakeTransport()
+        self.unread = 0
         self.frames: list[tuple[int, Any, dict]] = []
+
+    def buffered(self) -> int:
+        return self.unread
 
     def reply(self, req_id: int, error: Any, result: dict[str, Any] | None) -> None:
         self.frames.append((req_id, error, result or {}))
@@ -112,8 +107,7 @@ def test_over_the_buffer_limit_cancels_with_a_reason(st: Store) -> None:
         hub = make_hub(st, max_buffer=1 << 21, page_bytes=1 << 20)
         conn = FakeConn()
         hub.handle(conn, 1, "watch", {"key": b"a"})
-        assert conn.transport is not None
-        conn.transport.buffered = (1 << 21) + 1
+        conn.unread = (1 << 21) + 1
         st.put(b"a")
         hub.notify()
         assert not hub.watchers
@@ -131,8 +125,7 @@ def test_stalled_consumer_waits_then_is_cancelled(st: Store) -> None:
                        retry_interval=0.01)
         conn = FakeConn()
         hub.handle(conn, 1, "watch", {"key": b"a"})
-        assert conn.transport is not None
-        conn.transport.buffered = (1 << 20) + 1  # over half: paused, not cancelled yet
+        conn.unread = (1 << 20) + 1  # over half: paused, not cancelled yet
         st.put(b"a")
         hub.notify()
         paused_alive = bool(hub.watchers) and conn.events(1) == []
@@ -152,12 +145,11 @@ def test_paused_consumer_resumes_when_it_reads(st: Store) -> None:
         hub = make_hub(st, max_buffer=1 << 21, page_bytes=1 << 20, stall_timeout=5)
         conn = FakeConn()
         hub.handle(conn, 1, "watch", {"key": b"a"})
-        assert conn.transport is not None
-        conn.transport.buffered = (1 << 20) + 1
+        conn.unread = (1 << 20) + 1
         st.put(b"a")
         hub.notify()
         await asyncio.sleep(0.05)
-        conn.transport.buffered = 0  # the client read its data
+        conn.unread = 0  # the client read its data
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 3
         while not conn.events(1) and loop.time() < deadline:

@@ -18,7 +18,8 @@ import pytest
 from fastraft import AsyncClient, Client
 from fastraft import WatchCanceledError, WatchLostError
 from fastraft.errors import BadRequestError, CompactedError
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft.net.framing import FrameDecoder, frame
+from fastraft.client.codec import decode_response, encode_request
 from inprocess_member import InProcessMember
 from polling import wait_for
 

@@ -1,4 +1,5 @@
-"""Tests of fastraft.kv: the MVCC state machine (revisions, ranges, txn, compaction, snapshots)."""
+"""Tests of fastraft.storage.mvcc: the MVCC state machine (revisions, ranges, txn, compaction,
+snapshots)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from fastraft.errors import (
     UnknownOperationError,
     ValueTooLargeError,
 )
-from fastraft.kv import KV, dec_key, enc_key
-from fastraft.storage import Storage
+from fastraft.storage.mvcc import KV, dec_key, enc_key
+from fastraft.storage.logstore import Storage
 
 
 class Cluster1:

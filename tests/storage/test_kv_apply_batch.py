@@ -13,9 +13,9 @@ import msgpack
 import pytest
 
 from fastraft.errors import BadRequestError
-from fastraft import kv as kv_module
-from fastraft.kv import KV, enc_key
-from fastraft.storage import Storage
+from fastraft.storage import mvcc as kv_module
+from fastraft.storage.mvcc import KV, enc_key
+from fastraft.storage.logstore import Storage
 
 _pk = msgpack.Packer(use_bin_type=True).pack
 

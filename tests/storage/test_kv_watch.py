@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from fastraft.errors import BadRequestError, CompactedError
-from fastraft.kv import KV
-from fastraft.storage import Storage
+from fastraft.storage.mvcc import KV
+from fastraft.storage.logstore import Storage
 
 
 class One:

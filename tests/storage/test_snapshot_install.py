@@ -1,4 +1,5 @@
-"""Installing a received snapshot (storage.py, "Installing a received snapshot"): staged SST
+"""Installing a received snapshot (storage/logstore.py, "Installing a received snapshot"):
+staged SST
 files, ingest into a new KV generation, and one WriteBatch that switches to it.
 
 A child process does the install and dies (``os._exit``: no close, no flush, as kill -9) at
@@ -19,9 +20,9 @@ import msgpack
 import pytest
 import rocksdict
 
-from fastraft.kv import KV
-from fastraft.raft import Snapshot
-from fastraft.storage import Install, Storage
+from fastraft.storage.mvcc import KV
+from fastraft.raft.core import Snapshot
+from fastraft.storage.logstore import Install, Storage
 
 CID, MID = 7, 9
 OLD_MEMBERS = {"9": {"name": "m", "peer_urls": [], "client_urls": [], "is_learner": False}}
@@ -32,9 +33,9 @@ SNAP_INDEX = 1000
 CHILD = r"""
 import os, sys
 import msgpack
-from fastraft.kv import KV
-from fastraft.raft import Snapshot
-from fastraft.storage import Install, Storage
+from fastraft.storage.mvcc import KV
+from fastraft.raft.core import Snapshot
+from fastraft.storage.logstore import Install, Storage
 src, dst, point = sys.argv[1], sys.argv[2], sys.argv[3]
 s = Storage.open(src, cluster_id=1, member_id=2, name="src")
 chunks = list(KV(s).snapshot_chunks(KV(s).snapshot_view(), chunk_bytes=4096))

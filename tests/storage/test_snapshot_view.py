@@ -8,8 +8,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from fastraft.kv import KV
-from fastraft.storage import Storage
+from fastraft.storage.mvcc import KV
+from fastraft.storage.logstore import Storage
 
 
 def open_store(path: Path) -> Storage:

@@ -1,4 +1,4 @@
-"""Tests of fastraft.storage: data dir identity, the raft log, snapshots, durability."""
+"""Tests of fastraft.storage.logstore: data dir identity, the raft log, snapshots, durability."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import msgpack
 import pytest
 
 from fastraft.errors import DataDirError
-from fastraft.storage import FORMAT_VERSION, ID_FILE, KEEP_SNAPSHOTS, Storage
+from fastraft.storage.logstore import FORMAT_VERSION, ID_FILE, KEEP_SNAPSHOTS, Storage
 
-# Tests only: raft.py defines the real Snapshot; storage relies on duck typing.
+# Tests only: raft/core.py defines the real Snapshot; storage relies on duck typing.
 Snap = namedtuple("Snap", "index term voters learners data")
 
 CID, MID, NAME = 0xC1A55, 0xABCDEF, "alpha"
@@ -342,8 +342,8 @@ def test_closed_storage_refuses_writes(tmp_path: Path) -> None:
 _CHILD = textwrap.dedent(
     """
     import os, signal, sys
-    from fastraft.storage import Storage
-    from fastraft.kv import KV
+    from fastraft.storage.logstore import Storage
+    from fastraft.storage.mvcc import KV
     s = Storage.open({path!r}, cluster_id={cid}, member_id={mid}, name={name!r})
     kv = KV(s)
     entries = [(i, 2, 0, kv.encode_command("put", {{"key": b"k%d" % i, "value": b"v%d" % i}}))
@@ -364,7 +364,7 @@ def test_kill_9_after_sync_keeps_everything(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     assert proc.stdout == b"synced\n"
-    from fastraft.kv import KV
+    from fastraft.storage.mvcc import KV
 
     s = open_store(d)
     try:

@@ -13,15 +13,8 @@ import threading
 from collections import Counter
 from typing import Any
 
-from fastraft.wire import (
-    DEFAULT_MAX_CLIENT_FRAME,
-    FrameDecoder,
-    FrameTooLargeError,
-    WireError,
-    decode_request,
-    encode_response,
-    frame,
-)
+from fastraft.net.framing import FrameDecoder, FrameTooLargeError, WireError, frame
+from fastraft.client.codec import DEFAULT_MAX_CLIENT_FRAME, decode_request, encode_response
 
 
 class Store:

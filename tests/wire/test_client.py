@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from fakeserver import FakeCluster
-from fastraft.client import (
+from fastraft.client.api import (
     AsyncClient,
     Client,
     Compare,

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from fakeserver import FakeCluster
 from fastraft.ctl import cli, humanize_bytes, parse_compare, parse_duration, parse_op, parse_txn
-from fastraft.tablefmt import render_table
+from fastraft.tools.tablefmt import render_table
 
 
 

@@ -9,20 +9,21 @@ import click
 import msgpack
 import pytest
 
-from fastraft.client import Header, Member, MemberChange, _member_add_args, _member_id_arg
+from fastraft.client.api import Header, Member, MemberChange, _member_add_args, _member_id_arg
 from fastraft.config import member_id
 from fastraft.ctl import join_settings, parse_member_id as ctl_member_id
 from fastraft.errors import BadRequestError
-from fastraft.join import query_member
-from fastraft.membership import (
+from fastraft.server.join import query_member
+from fastraft.server.membership import (
     check_promote,
     encode_member_context,
     new_member_id,
     parse_member_add,
     parse_member_id,
 )
-from fastraft.transport import PeerTransport
-from fastraft.wire import WireError, decode_join_answer, encode_hello, encode_join_answer
+from fastraft.net.transport import PeerTransport
+from fastraft.net.framing import WireError
+from fastraft.net.peercodec import decode_join_answer, encode_hello, encode_join_answer
 
 MEMBERS = {
     "a1": {"name": "n1", "peer_urls": ["http://127.0.0.1:2380"], "client_urls": [],

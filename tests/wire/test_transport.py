@@ -13,8 +13,9 @@ import pytest
 
 from _wire_helpers import until
 from fastraft._core import Message
-from fastraft.transport import BACKOFF_MAX, BACKOFF_MIN, PeerTransport
-from fastraft.wire import encode_hello, encode_message, frame
+from fastraft.net.transport import BACKOFF_MAX, BACKOFF_MIN, PeerTransport
+from fastraft.net.framing import frame
+from fastraft.net.peercodec import encode_hello, encode_message
 
 CLUSTER = 0xC1
 A, B, C = 0xA, 0xB, 0xC

@@ -1,4 +1,5 @@
-"""Framing and encodings of wire.py, with hypothesis fuzzing of every decoder."""
+"""Framing (net/framing.py), the peer codec (net/peercodec.py) and the client codec
+(client/codec.py), with hypothesis fuzzing of every decoder."""
 
 from __future__ import annotations
 
@@ -12,23 +13,21 @@ from hypothesis import strategies as st
 
 from fastraft._core import Message
 from fastraft.errors import BadRequestError
-from fastraft.wire import (
-    DEFAULT_MAX_CLIENT_FRAME,
-    DEFAULT_MAX_REQUEST_BYTES,
-    MAX_PEER_FRAME,
-    FrameDecoder,
-    FrameTooLargeError,
-    WireError,
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, FrameTooLargeError, WireError, frame
+from fastraft.net.peercodec import (
     decode_hello,
     decode_message,
-    decode_request,
-    decode_response,
     encode_hello,
     encode_message,
+    make_snapshot,
+)
+from fastraft.client.codec import (
+    DEFAULT_MAX_CLIENT_FRAME,
+    DEFAULT_MAX_REQUEST_BYTES,
+    decode_request,
+    decode_response,
     encode_request,
     encode_response,
-    frame,
-    make_snapshot,
 )
 
 U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)

@@ -13,7 +13,8 @@ from its message stream) and writes, as length-prefixed frames (wire.frame):
   the chunk payloads in order, and the member list as of the snapshot's index.
 
 The follower stages the chunks without touching its live state, verifies the end frame, and only
-then installs (storage.py, "Installing a received snapshot") and hands the MsgSnap to its core.
+then installs (storage/logstore.py, "Installing a received snapshot") and hands the MsgSnap
+to its core.
 It answers with one frame ``["fastraft-snap-ack", ok, reason]`` and closes.
 
 Both sides bound memory: the sender builds one chunk at a time in a worker thread and waits for
@@ -35,7 +36,7 @@ from typing import Any, cast
 
 import msgpack
 
-from fastraft.wire import FrameDecoder, WireError, frame
+from fastraft.net.framing import FrameDecoder, WireError, frame
 
 __all__ = [
     "StreamHello",
@@ -120,9 +121,11 @@ def decode_stream_hello(body: bytes) -> StreamHello:
         raise WireError(f"snapshot stream: unsupported version {f[1]!r}")
     if not isinstance(f[9], list) or not isinstance(f[10], list):
         raise WireError("snapshot stream: voters and learners must be lists")
-    return StreamHello(*(_uint(f[i], n) for i, n in enumerate(
-        ("cluster id", "from", "to", "transfer id", "term", "index", "snapshot term"), 2)),
-        tuple(_uint(v, "voter") for v in f[9]), tuple(_uint(v, "learner") for v in f[10]))
+    cid, frm, to, tid, term, index, snap_term = (_uint(f[i], n) for i, n in enumerate(
+        ("cluster id", "from", "to", "transfer id", "term", "index", "snapshot term"), 2))
+    return StreamHello(cid, frm, to, tid, term, index, snap_term,
+                       tuple(_uint(v, "voter") for v in f[9]),
+                       tuple(_uint(v, "learner") for v in f[10]))
 
 
 def encode_end(chunks: int, nbytes: int, digest: bytes, members: dict[str, dict]) -> bytes:

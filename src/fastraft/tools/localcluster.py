@@ -18,7 +18,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastraft.wire import FrameDecoder, decode_response, encode_request, frame
+from fastraft.client.codec import decode_response, encode_request
+from fastraft.config import parse_url
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, frame
 
 __all__ = ["LocalCluster", "MemberProc", "request", "free_ports"]
 
@@ -65,11 +67,10 @@ def request(endpoint: str, op: str, args: dict[str, Any] | None = None, *,
 
     error is None or (code, message, extra). Raises OSError / socket.timeout on network trouble.
     """
-    host, _, port = endpoint.removeprefix("http://").rpartition(":")
     deadline = time.monotonic() + timeout
-    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+    with socket.create_connection(parse_url(endpoint), timeout=timeout) as s:
         s.sendall(frame(encode_request(req_id, op, args or {})))
-        dec = FrameDecoder(64 * 1024 * 1024)
+        dec = FrameDecoder(MAX_PEER_FRAME)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -29,7 +29,7 @@ from fastraft._core import (
     Log,
     Message,
     ProgressTracker,
-    msg_name,
+    register_msg_names,
 )
 from fastraft.errors import ConfChangeInProgressError, NotLeaderError, ProposalDroppedError
 
@@ -65,6 +65,16 @@ class MsgType(enum.IntEnum):
     MsgTimeoutNow = 10
     MsgReadIndex = 11
     MsgReadIndexResp = 12
+
+
+register_msg_names({t.value: t.name for t in MsgType})
+
+
+def msg_name(t: int) -> str:
+    try:
+        return MsgType(t).name
+    except ValueError:
+        return f"Msg({t})"
 
 
 APP = MsgType.MsgApp.value
@@ -144,7 +154,9 @@ class ReadState(NamedTuple):
     ``ok`` is False when the read was refused (no leader, leadership lost)."""
 
     ctx: bytes
-    index: int
+    # Shadows tuple.index() on purpose: the field is the API (etcd's ReadState.Index), and
+    # nothing calls tuple.index on a ReadState.
+    index: int  # type: ignore[assignment]
     ok: bool
 
 
@@ -442,7 +454,6 @@ class Raft:
             return self.log.last_index()
         last = self.log.append_new(self.term, datas, ENTRY_NORMAL)
         self._bcast_pending = True
-        self._maybe_commit_single()
         return last
 
     def propose_conf_change(self, op: int, node_id: int, context: bytes = b"") -> int:
@@ -469,7 +480,6 @@ class Raft:
                                     ENTRY_CONF_CHANGE)
         self.pending_conf_index = index
         self._bcast_pending = True
-        self._maybe_commit_single()
         return index
 
     def read_index(self, ctx: bytes) -> None:
@@ -852,7 +862,6 @@ class Raft:
         self.log.append_new(self.term, [b""], ENTRY_NORMAL)
         self._bcast_pending = True
         logger.info("%x became leader at term %d", self.id, self.term)
-        self._maybe_commit_single()
 
     def _set_leader(self, leader: int) -> None:
         old = self.leader
@@ -985,11 +994,6 @@ class Raft:
             return True
         return False
 
-    def _maybe_commit_single(self) -> None:
-        # A leader that is the only voter commits once its own disk write is done; nothing to
-        # do here until advance(), but keep the hook symmetrical with _maybe_commit.
-        return
-
     def _commit_to(self, index: int) -> None:
         if index > self.log.committed:
             self.log.committed = index
@@ -1019,6 +1023,8 @@ class Raft:
             self._conf_applied = index
             entry = self.log.entry(index)
             try:
+                if entry is None:  # compacted away: as malformed, skipped (never wedge)
+                    raise ValueError(f"no entry at {index}")
                 op, node_id, _ = decode_conf_change(entry[3])
             except Exception:  # a malformed entry from a buggy proposer: skip, do not wedge
                 logger.error("%x ignored malformed conf change at index %d", self.id, index)

@@ -54,6 +54,7 @@ from typing import Any
 import msgpack
 import rocksdict
 
+from fastraft._core import ENTRY_NORMAL
 from fastraft.errors import (
     BadRequestError,
     CompactedError,
@@ -63,9 +64,7 @@ from fastraft.errors import (
     UnknownOperationError,
     ValueTooLargeError,
 )
-
-ENTRY_NORMAL = 0
-ENTRY_CONF_CHANGE = 1
+from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES
 
 _U64 = struct.Struct(">Q")
 _REVSUB = struct.Struct(">QI")
@@ -176,7 +175,8 @@ class _Buffer:
                 if v is not None:
                     yield pkk, v
             else:
-                yield dbk, it.value()  # type: ignore[misc]
+                assert dbk is not None  # both None returned above; pkk None or > dbk here
+                yield dbk, it.value()
                 it.next()
 
     def last_in(self, lo: bytes, hi: bytes) -> tuple[bytes, bytes] | None:
@@ -232,7 +232,7 @@ class KV:
     """The MVCC store of one member, kept in the ``kv`` column family of its Storage."""
 
     def __init__(self, storage: Any, *, max_key_bytes: int = 32768,
-                 max_value_bytes: int = 1_572_864, max_txn_ops: int = 128) -> None:
+                 max_value_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: int = 128) -> None:
         self.storage = storage
         self.max_key_bytes = max_key_bytes
         self.max_value_bytes = max_value_bytes

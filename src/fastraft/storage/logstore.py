@@ -8,13 +8,13 @@ Layout of a data directory::
         log    8-byte big-endian index -> msgpack [term, type, data]
         meta   utf-8 key -> msgpack value ("hardstate" = [term, vote, commit],
                "snapshot" = [index, term, voters, learners], plus the node's own keys)
-        kv     the MVCC state machine (layout documented in kv.py); after a snapshot received
+        kv     the MVCC state machine (layout: storage/mvcc.py); after a snapshot received
                from a leader was installed, ``kv.<generation>`` instead: meta "kv_gen" names
                the live one (see "Installing a received snapshot")
     <data_dir>/snap/<index:016x>.snap   snapshot data, written durably before its metadata
     <data_dir>/snap/stage-<gen>/        SST files of a snapshot being received (never live)
 
-Installing a received snapshot (streamed in chunks by snapstream.py): the chunks are written as
+Installing a received snapshot (streamed in chunks by net/snapstream.py): the chunks are written as
 SST files into a staging dir (``SnapshotStage``; bounded memory, the live state untouched),
 ingested into a NEW column family ``kv.<gen>`` once the stream's checksum was verified
 (``prepare_install``), and made live by ONE WriteBatch (``save(..., install=...)``) that
@@ -248,10 +248,10 @@ class Storage:
             raise DataDirError(f"data dir {data_dir!r}: cannot open the database: {e}") from None
         return cls(data_dir, db, ident)
 
-    # ----------------------------------------------------------------- access for kv.py
+    # ----------------------------------------------------------------- access for storage/mvcc.py
 
     def column_family(self, name: str) -> rocksdict.Rdict:
-        """The Rdict of one column family (kv.py reads its own family through this)."""
+        """The Rdict of one column family (storage/mvcc.py reads its own family through this)."""
         return self._cfs[name]
 
     def cf_handle(self, name: str) -> Any:
@@ -347,7 +347,10 @@ class Storage:
         """(hard_state, snapshot_meta, entries after the snapshot) as persisted."""
         meta = self._cfs["meta"]
         hs_raw = meta.get(b"hardstate")
-        hard_state = tuple(msgpack.unpackb(hs_raw)) if hs_raw is not None else (0, 0, 0)
+        hard_state: tuple[int, int, int] = (0, 0, 0)
+        if hs_raw is not None:
+            term, vote, commit = msgpack.unpackb(hs_raw)
+            hard_state = (term, vote, commit)
         snap = self.snapshot_meta()
         first = snap[0] + 1 if snap else 1
         entries: list[tuple] = []
@@ -365,7 +368,7 @@ class Storage:
             expect = index + 1
             it.next()
         del it
-        return hard_state, snap, entries  # type: ignore[return-value]
+        return hard_state, snap, entries
 
     def snapshot_meta(self) -> tuple | None:
         """(index, term, voters, learners) of the newest snapshot, or None."""
@@ -477,7 +480,7 @@ class Storage:
     def save_snapshot_meta(self, index: int, term: int, voters: tuple, learners: tuple) -> None:
         """Record a snapshot taken locally at ``index`` WITHOUT a data file; drop the log up to it.
 
-        For a state machine that lives in this same DB (kv.py): its state at ``index`` is
+        For a state machine that lives in this same DB (storage/mvcc.py): its state at ``index`` is
         already stored, so nothing is copied. Not synced: it becomes durable with the next
         ``sync()``, and because it follows the KV writes up to ``index`` in the one WAL, a
         durable record implies a durable state at ``index`` (never a log gap without it). The
@@ -573,7 +576,7 @@ class Install:
                  members: dict[str, dict[str, Any]]) -> None:
         self.gen = gen
         self.index = index
-        self.kv_meta_key = kv_meta_key  # the KV's own record of its applied index (kv.py)
+        self.kv_meta_key = kv_meta_key  # the KV's own record of its applied index (storage/mvcc.py)
         self.kv_meta = kv_meta
         self.members = members
 

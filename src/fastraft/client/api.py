@@ -40,9 +40,12 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
+from fastraft.client.codec import decode_response, encode_request
+from fastraft.config import parse_url
 from fastraft.errors import (
     BadRequestError,
     CompactedError,
@@ -54,14 +57,7 @@ from fastraft.errors import (
     WatchLostError,
     error_from_code,
 )
-from fastraft.wire import (
-    MAX_PEER_FRAME,
-    FrameDecoder,
-    WireError,
-    decode_response,
-    encode_request,
-    frame,
-)
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, WireError, frame
 
 __all__ = [
     "Client",
@@ -207,7 +203,8 @@ def _delete_result(r: dict[str, Any]) -> DeleteResult:
                         [_kv(x) for x in r.get("prev_kvs") or []])
 
 
-_BY_OP = {"put": _put_result, "range": _get_result, "delete": _delete_result}
+_BY_OP: dict[str, Callable[[Any], PutResult | GetResult | DeleteResult]] = {
+    "put": _put_result, "range": _get_result, "delete": _delete_result}
 
 
 def _txn_response(item: Any) -> PutResult | GetResult | DeleteResult:
@@ -432,24 +429,10 @@ def _txn_args(compare: list[Compare], success: list[Op], failure: list[Op]) -> d
 
 def parse_endpoint(ep: str) -> Endpoint:
     """``host:port``, ``http://host:port`` or ``[::1]:port`` to ``(host, port)``."""
-    s = ep.strip()
-    if "://" in s:
-        scheme, s = s.split("://", 1)
-        if scheme != "http":
-            raise ValueError(f"endpoint {ep!r}: only http:// endpoints are supported (no TLS)")
-    s = s.rstrip("/")
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep or not rest.startswith(":"):
-            raise ValueError(f"endpoint {ep!r}: expected [host]:port")
-        port_s = rest[1:]
-    else:
-        host, sep, port_s = s.rpartition(":")
-        if not sep:
-            raise ValueError(f"endpoint {ep!r}: expected host:port")
-    if not host or not port_s.isdigit() or not 0 < int(port_s) < 65536:
-        raise ValueError(f"endpoint {ep!r}: expected host:port with a port in 1..65535")
-    return host, int(port_s)
+    try:
+        return parse_url(ep)
+    except ValueError as e:
+        raise ValueError(f"endpoint {ep!r}: {e}") from None
 
 
 def _fmt(ep: Endpoint) -> str:
@@ -552,6 +535,10 @@ class _Attempts:
         if not self.redirect:
             return []
         return self.slow.order([e for e in self.order if e != ep])
+
+    def last_error(self) -> FastraftError:
+        """What a call pinned to one endpoint raises when it failed: the failure recorded."""
+        return self.last if self.last is not None else self.exhausted()
 
     def connect_failed(self, ep: Endpoint, e: BaseException | str) -> None:
         self.last = UnavailableError(f"cannot connect to {_fmt(ep)}: {e}")
@@ -812,7 +799,7 @@ class Client:
                     if self._leader is not None and at.slow.slow(self._leader):
                         self._leader = None
                     if endpoint is not None:
-                        raise at.last from None  # type: ignore[misc]
+                        raise at.last_error() from None
                     continue
                 try:
                     err, res = self._roundtrip(c, req_id, data, at.attempt_deadline())
@@ -823,7 +810,7 @@ class Client:
                         self._leader = None
                     at.lost(ep, "timed out" if timed_out else str(e), timed_out)
                     if endpoint is not None:
-                        raise at.last from None  # type: ignore[misc]
+                        raise at.last_error() from None
                     continue
                 at.answered(ep)
                 if err is None:
@@ -933,7 +920,7 @@ class _AsyncConn(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -1086,7 +1073,7 @@ class AsyncClient:
                 if self._leader is not None and self._slow.slow(self._leader):
                     self._leader = None
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             fut = c.request(req_id, data)
             try:
@@ -1098,14 +1085,14 @@ class AsyncClient:
                     self._leader = None
                 at.lost(ep, "timed out", timed_out=True)
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             except ConnectionError as e:
                 if ep == self._leader:
                     self._leader = None
                 at.lost(ep, str(e))
                 if endpoint is not None:
-                    raise at.last from None  # type: ignore[misc]
+                    raise at.last_error() from None
                 continue
             at.answered(ep)
             if err is None:
@@ -1436,7 +1423,7 @@ class _WatchConn(asyncio.Protocol):
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:

@@ -10,6 +10,7 @@ breaking where the lines come out most even (a word longer than the limit stays 
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 __all__ = ["render_table", "wrap_cell"]
 
@@ -93,23 +94,23 @@ def render_table(header: list[str], rows: list[list[str]]) -> str:
                     for h in header]
     wrapped_body = [[wrap_cell(c) for c in row] for row in rows]
     widths = [w for _, w in wrapped_head]
-    for row in wrapped_body:
-        for i, (_, w) in enumerate(row):
+    for wrapped in wrapped_body:
+        for i, (_, w) in enumerate(wrapped):
             widths[i] = max(widths[i], w)
     head = [lines for lines, _ in wrapped_head]
     body = [[lines for lines, _ in row] for row in wrapped_body]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
 
-    def draw(cells: list[list[str]], pad: object) -> str:
+    def draw(cells: list[list[str]], pad: Callable[[str, int], str]) -> str:
         height = max(len(c) for c in cells)
         out = ""
         for k in range(height):
-            parts = [pad(c[k] if k < len(c) else "", widths[i])  # type: ignore[operator]
+            parts = [pad(c[k] if k < len(c) else "", widths[i])
                      for i, c in enumerate(cells)]
             out += "| " + " | ".join(parts) + " |\n"
         return out
 
     text = rule + draw(head, _pad_center) + rule
-    for row in body:
-        text += draw(row, _pad_left)
+    for cells in body:
+        text += draw(cells, _pad_left)
     return text + rule

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from fastraft.errors import BadRequestError, CompactedError, FastraftError
-from fastraft.kv import EVENTS_PAGE_BYTES, EVENTS_PAGE_LIMIT, KV
+from fastraft.storage.mvcc import EVENTS_PAGE_BYTES, EVENTS_PAGE_LIMIT, KV
 
 __all__ = ["WatchHub", "Watcher", "WATCH_ARGS"]
 
@@ -43,13 +43,16 @@ _MAX_REV = (1 << 63) - 1
 _PAGES_PER_TURN = 4
 
 
-class Conn(Protocol):
-    """What the hub needs of a client connection (server.ClientConnection has it)."""
+class Sink(Protocol):
+    """Where a watcher's frames go: any front end's connection (the msgpack listener's
+    ClientConnection is one). ``buffered()`` is what the client has not read yet, in bytes:
+    the hub pauses a watcher above a bound and cancels it when the client stays behind."""
 
     closed: bool
-    transport: Any
 
     def reply(self, req_id: int, error: Any, result: dict[str, Any] | None) -> None: ...
+
+    def buffered(self) -> int: ...
 
 
 class Watcher:
@@ -58,7 +61,7 @@ class Watcher:
     __slots__ = ("id", "conn", "req_id", "key", "range_end", "prev_kv", "cursor", "scheduled",
                  "stalled_since", "done")
 
-    def __init__(self, wid: int, conn: Conn, req_id: int, key: bytes, range_end: bytes,
+    def __init__(self, wid: int, conn: Sink, req_id: int, key: bytes, range_end: bytes,
                  prev_kv: bool, start: int) -> None:
         self.id = wid
         self.conn = conn
@@ -70,16 +73,6 @@ class Watcher:
         self.scheduled = False
         self.stalled_since: float | None = None
         self.done = False
-
-
-def _buffered(conn: Conn) -> int:
-    tr = conn.transport
-    if tr is None:
-        return 0
-    try:
-        return int(tr.get_write_buffer_size())
-    except (AttributeError, RuntimeError):
-        return 0
 
 
 class WatchHub:
@@ -104,7 +97,7 @@ class WatchHub:
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ requests
-    def handle(self, conn: Conn, req_id: int, op: str, args: dict[str, Any]) -> None:
+    def handle(self, conn: Sink, req_id: int, op: str, args: dict[str, Any]) -> None:
         """Serve ``watch`` or ``watch_cancel``; raises FastraftError for a bad request."""
         if op == "watch":
             self._create(conn, req_id, args)
@@ -113,7 +106,7 @@ class WatchHub:
         else:
             raise BadRequestError(f"not a watch operation: {op!r}")
 
-    def _create(self, conn: Conn, req_id: int, args: dict[str, Any]) -> None:
+    def _create(self, conn: Sink, req_id: int, args: dict[str, Any]) -> None:
         kv = self._kv()
         if kv is None:
             raise FastraftError("the member is not ready")
@@ -150,7 +143,7 @@ class WatchHub:
         if start <= kv.revision:
             self._schedule(w)  # history first; replies keep their order on the connection
 
-    def _cancel_request(self, conn: Conn, req_id: int, args: dict[str, Any]) -> None:
+    def _cancel_request(self, conn: Sink, req_id: int, args: dict[str, Any]) -> None:
         for name in args:
             if name != "watch_id":
                 raise BadRequestError(f"watch_cancel: unknown argument {name!r}")
@@ -189,7 +182,7 @@ class WatchHub:
             if not mine:
                 del self._by_conn[w.conn]
 
-    def connection_lost(self, conn: Conn) -> None:
+    def connection_lost(self, conn: Sink) -> None:
         """Drop the watchers of a closed connection (nobody to tell)."""
         for w in list(self._by_conn.get(conn, {}).values()):
             self._remove(w)
@@ -263,7 +256,7 @@ class WatchHub:
             if w.cursor[0] > kv.revision:
                 w.stalled_since = None
                 return
-            buffered = _buffered(conn)
+            buffered = conn.buffered()
             if buffered > self.max_buffer:
                 self.cancel(w, f"slow consumer: {buffered} bytes wait unread on the connection "
                                f"(limit {self.max_buffer}); re-watch from the last seen "

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from fastraft.localcluster import LocalCluster
+from fastraft.tools.localcluster import LocalCluster
 
 __all__ = ["run_demo"]
 
@@ -116,15 +116,20 @@ def run_demo(data_dir: str) -> bool:
 
     def kill_leader() -> None:
         old = state["leader"]
-        old_term = lc.status(old)["raft_term"]
+        old_st = lc.status(old)
+        if old_st is None:
+            raise StepFailed(f"{old}, the leader, does not answer status")
+        old_term = old_st["raft_term"]
         m = lc.member(old)
-        _note(f"kill -9 {m.proc.pid}   ({old}, the leader, at term {old_term})")
+        pid = m.proc.pid if m.proc is not None else "?"
+        _note(f"kill -9 {pid}   ({old}, the leader, at term {old_term})")
         t = time.monotonic()
         lc.kill(old)
         rest = [x.name for x in lc.members if x.alive]
         new = lc.wait_leader(timeout=15, among=rest)
         st = lc.status(new)
-        _expect(st is not None and st["raft_term"] > old_term, "the term did not advance")
+        if st is None or st["raft_term"] <= old_term:
+            raise StepFailed("the term did not advance")
         _note(f"{new} is the new leader at term {st['raft_term']} after "
               f"{time.monotonic() - t:.2f} s; from its log:")
         lines = _election_lines(lc.member(new).log_text())

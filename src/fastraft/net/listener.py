@@ -16,17 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
+from fastraft.client.codec import decode_request, encode_response
 from fastraft.errors import BadRequestError, FastraftError
-from fastraft.wire import (
-    FrameDecoder,
-    FrameTooLargeError,
-    WireError,
-    decode_request,
-    encode_response,
-    frame,
-)
+from fastraft.net.framing import FrameDecoder, FrameTooLargeError, WireError, frame
 
 __all__ = ["ClientServer", "ClientConnection", "Handler"]
 
@@ -50,7 +44,7 @@ class ClientConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -109,6 +103,16 @@ class ClientConnection(asyncio.Protocol):
         if not self._in_receive and not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def buffered(self) -> int:
+        """Bytes written and not yet taken by the client (the transport's write buffer)."""
+        tr = self.transport
+        if tr is None:
+            return 0
+        try:
+            return int(tr.get_write_buffer_size())
+        except RuntimeError:  # the transport is closing
+            return 0
 
     def flush(self) -> None:
         """Write the queued replies now (the handler batches them itself, e.g. after apply)."""

@@ -1,6 +1,6 @@
 """Runtime membership: validating ``member_add/remove/promote`` requests (pure, no I/O).
 
-The node (node.py) proposes the conf change these functions approve; keeping the checks here
+The node (server/node.py) proposes the conf change these functions approve; keeping the checks here
 lets them be unit-tested without a cluster. ``members`` is the node's members map: hex id ->
 {name, peer_urls, client_urls, is_learner}.
 """
@@ -97,6 +97,6 @@ def check_promote(mid: int, members: dict[str, dict[str, Any]], learner_match: i
 
 
 def encode_member_context(name: str, peer_urls: list[str]) -> bytes:
-    """The conf change's context: the attributes node.py's apply reads back."""
+    """The conf change's context: the attributes server/node.py's apply reads back."""
     return msgpack.packb({"name": name, "peer_urls": list(peer_urls), "client_urls": []},
                          use_bin_type=True)

@@ -1,6 +1,6 @@
 """The host loop of one member: the only code that knows time.
 
-It wires the deterministic core (raft.py) to the world: a repeating timer calls ``raft.tick()``
+It wires the deterministic core (raft/core.py) to the world: a repeating timer calls ``raft.tick()``
 every heartbeat interval; peer messages and client proposals are fed in as they arrive; and a
 *ready pass* does the I/O the core asks for::
 
@@ -14,14 +14,14 @@ every heartbeat interval; peer messages and client proposals are fed in as they 
         here already, so they are applied before this ready's sync (leader, small batch) or
         while it runs (big batch); a follower with a small batch syncs and acks first
     switch to a received snapshot if there is one (streamed and staged apart, installed by the
-        same storage.save batch: see _receive_snapshot, snapstream.py)
+        same storage.save batch: see _receive_snapshot, net/snapstream.py)
     raft.advance(rd); send rd.persisted_messages (acks and votes: only once durable)
     serve rd.read_states
 
 At most one ready pass runs at a time (the core allows one outstanding ready); a pass is
 scheduled with ``loop.call_soon`` after anything that may have produced work, so bursts coalesce.
 
-Client requests (see docs/architecture.md, "Client protocol") are routed here by server.py:
+Client requests (see docs/architecture.md, "Client protocol") are routed here by net/listener.py:
 
 * writes (put/delete/txn/compact) are validated, encoded and batched; the batch is proposed once
   per loop iteration. The reply waits for the entry to apply, keyed by (index, term): an entry of
@@ -30,10 +30,10 @@ Client requests (see docs/architecture.md, "Client protocol") are routed here by
 * linearizable reads are grouped per loop iteration under one ReadIndex context, then wait until
   the state machine has applied the read index. Serializable reads answer from local state.
 
-* membership requests (member_add/remove/promote) are validated (membership.py) and proposed
+* membership requests (member_add/remove/promote) are validated (server/membership.py) and proposed
   as one conf-change entry by the leader; the reply waits for that entry to apply, as writes do.
   A member started with ``--initial-cluster-state existing`` on an empty data dir first asks a
-  listed member for the cluster id and members (join.py).
+  listed member for the cluster id and members (server/join.py).
 
 Members' names and URLs live in storage meta ("members"). Conf-change entries carry a new
 member's attributes in their context. Client URLs are *published*: a member that becomes leader
@@ -50,17 +50,14 @@ import dataclasses
 import hashlib
 import itertools
 import logging
-import os
-import queue
-import struct
-import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
 from fastraft import _version
+from fastraft._core import ProposalBatch
+from fastraft.client.codec import CLIENT_ENVELOPE_BYTES
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import (
     BadRequestError,
@@ -75,16 +72,18 @@ from fastraft.errors import (
     TimeoutError,
     UnknownOperationError,
 )
-from fastraft.join import discover_cluster
-from fastraft.kv import KV
-from fastraft.membership import (
-    check_promote,
-    encode_member_context,
-    new_member_id,
-    parse_member_add,
-    parse_member_id,
+from fastraft.net.framing import WireError
+from fastraft.net.listener import ClientServer
+from fastraft.net.snapstream import (
+    STALL_TIMEOUT,
+    InboundStream,
+    SnapshotStreamError,
+    StreamHello,
+    decode_end,
+    send_snapshot,
 )
-from fastraft.raft import (
+from fastraft.net.transport import PeerTransport
+from fastraft.raft.core import (
     CC_ADD_LEARNER,
     CC_ADD_VOTER,
     CC_PROMOTE,
@@ -99,21 +98,23 @@ from fastraft.raft import (
     Snapshot,
     decode_conf_change,
 )
-from fastraft.server import ClientConnection, ClientServer
-from fastraft.snapstream import (
-    STALL_TIMEOUT,
-    InboundStream,
-    SnapshotStreamError,
-    StreamHello,
-    decode_end,
-    send_snapshot,
+from fastraft.server.join import discover_cluster
+from fastraft.server.membership import (
+    check_promote,
+    encode_member_context,
+    new_member_id,
+    parse_member_add,
+    parse_member_id,
 )
-from fastraft.storage import Install, Storage
-from fastraft.transport import PeerTransport
-from fastraft.watch import WatchHub
-from fastraft.wire import CLIENT_ENVELOPE_BYTES, WireError
+from fastraft.server.snapshot import STAGED_MAGIC, decode_snapshot, staged_marker
+from fastraft.server.syncer import Syncer
+from fastraft.server.reads import LinearizableReads
+from fastraft.server.wait import Responder, Waiter
+from fastraft.storage.logstore import Install, Storage
+from fastraft.storage.mvcc import KV
+from fastraft.storage.watch import WatchHub
 
-__all__ = ["Node", "encode_snapshot", "decode_snapshot", "PUBLISH_OP"]
+__all__ = ["Node", "PUBLISH_OP"]
 
 log = logging.getLogger("fastraft.node")
 
@@ -126,14 +127,6 @@ SNAP = MsgType.MsgSnap.value
 PUBLISH_OP = "_member_attrs"
 _PUBLISH_PREFIX = b"\x92" + msgpack.packb(PUBLISH_OP)
 
-# Snapshot data = 8-byte magic + 8-byte index + msgpack [members, kv snapshot data]. The index in
-# the header lets the sender check the stored data matches the snapshot it is asked to send.
-_SNAP_MAGIC = b"FRSNAP01"
-_SNAP_HDR = struct.Struct(">8sQ")
-# Snapshot.data of a streamed snapshot that is staged and ingested here (magic + generation):
-# what the core carries through its ready to the install, never sent anywhere.
-_STAGED_MAGIC = b"FRSTAGED"
-
 # Seconds after sending a snapshot during which the log is not compacted again (see
 # _maybe_snapshot).
 SNAP_CATCH_UP_GRACE = 5.0
@@ -141,106 +134,6 @@ SNAP_CATCH_UP_GRACE = 5.0
 # Log entries kept in memory/disk after a snapshot is not configurable in this version: storage
 # drops every entry up to the snapshot index (see the report / docs), so slow followers get a
 # snapshot instead.
-
-
-def encode_snapshot(index: int, members: dict[str, dict], kv_data: bytes) -> bytes:
-    return _SNAP_HDR.pack(_SNAP_MAGIC, index) + msgpack.packb([members, kv_data],
-                                                              use_bin_type=True)
-
-
-def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
-    """Inverse of encode_snapshot; raises ValueError on anything else."""
-    if len(data) < _SNAP_HDR.size:
-        raise ValueError("snapshot data is too short")
-    magic, index = _SNAP_HDR.unpack_from(data)
-    if magic != _SNAP_MAGIC:
-        raise ValueError("not a fastraft node snapshot")
-    try:
-        members, kv_data = msgpack.unpackb(data[_SNAP_HDR.size:], raw=False)
-    except Exception as e:  # msgpack raises several types on garbage
-        raise ValueError(f"snapshot data is corrupt ({e})") from None
-    if not isinstance(members, dict) or not isinstance(kv_data, bytes):
-        raise ValueError("snapshot data has the wrong shape")
-    return index, members, kv_data
-
-
-def _staged_marker(install: Install) -> bytes:
-    return _STAGED_MAGIC + struct.pack(">QQ", install.gen, install.index)
-
-
-class _Waiter:
-    """A client write waiting for its entry (index, term) to apply."""
-
-    __slots__ = ("term", "conn", "req_id", "deadline")
-
-    def __init__(self, term: int, conn: ClientConnection | None, req_id: int,
-                 deadline: float) -> None:
-        self.term = term
-        self.conn = conn
-        self.req_id = req_id
-        self.deadline = deadline
-
-
-class _ReadBatch:
-    """Linearizable reads that arrived in one loop iteration: one ReadIndex round for all."""
-
-    __slots__ = ("ctx", "cbs", "deadline", "leader", "index")
-
-    def __init__(self, ctx: bytes, deadline: float) -> None:
-        self.ctx = ctx
-        self.cbs: list[Callable[[FastraftError | None], None]] = []
-        self.deadline = deadline
-        self.leader = 0
-        self.index = 0
-
-
-class _Syncer:
-    """One thread that runs ``storage.sync()`` when asked and reports its end to the loop
-    (``call_soon_threadsafe``), so the loop works on while the disk syncs; the sync itself
-    releases the GIL. Lighter than an executor (no Future per sync). One sync at a time (the
-    host has one ready outstanding).
-    """
-
-    def __init__(self, sync: Callable[[], None], name: str) -> None:
-        self._sync = sync
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._started = threading.Lock()
-        self._started.acquire()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            req = self._requests.get()
-            if req is None:
-                return
-            loop, on_done = req
-            err: BaseException | None = None
-            self._started.release()
-            try:
-                self._sync()
-            except BaseException as e:  # handed to the loop, which stops the member
-                err = e
-            try:
-                loop.call_soon_threadsafe(on_done, err)
-            except RuntimeError:  # the loop is closed: the member is gone
-                pass
-
-    def start(self, loop: asyncio.AbstractEventLoop,
-              on_done: Callable[[BaseException | None], None]) -> None:
-        """Begin a sync; ``on_done(error or None)`` is called on ``loop`` at its end.
-
-        Returns once the sync thread runs: a thread that was only woken would need the GIL to
-        reach the GIL-free fsync, and would not get it while the loop thread keeps working, so
-        nothing would overlap."""
-        self._requests.put((loop, on_done))
-        if not self._started.acquire(timeout=30.0):  # bounded: never hang the loop for good
-            raise RuntimeError("the sync thread did not start the sync")
-
-    def stop(self) -> None:
-        """End the thread after the syncs already asked for (the DB must outlive them)."""
-        self._requests.put(None)
-        self._thread.join()
 
 
 class Node:
@@ -264,26 +157,24 @@ class Node:
         self.stopped = asyncio.Event()
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._syncer: _Syncer | None = None
+        self._syncer: Syncer | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
         self._in_ready = False
-        self._proposals: list[tuple[bytes, ClientConnection | None, int]] = []
+        # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
+        # one MsgApp per follower for all); each waiter is (conn, req_id).
+        self._proposals = ProposalBatch()
         self._proposals_scheduled = False
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, Waiter] = {}
         # Membership requests waiting for their conf-change entry (by index) to apply.
-        self._cc_waiters: dict[int, tuple[_Waiter, int, str]] = {}
+        self._cc_waiters: dict[int, tuple[Waiter, int, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
-        self._read_batch: _ReadBatch | None = None
-        self._read_batches: dict[bytes, _ReadBatch] = {}
-        self._reads_waiting_apply: list[_ReadBatch] = []
-        # Read contexts are this prefix and a counter: the random prefix keeps a leader's answer
-        # to a read of an earlier run of this member from answering a new read with the same
-        # number.
-        self._read_nonce = os.urandom(8)
-        self._read_seq = itertools.count(1)
+        self.reads = LinearizableReads(
+            cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
+            applied=lambda: self.kv.applied if self.kv is not None else 0,
+            schedule_ready=self._schedule_ready)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
@@ -293,7 +184,7 @@ class Node:
         # the view and the members as of that index. Serialized only when a follower needs it.
         self._snap_view: tuple[int, Any, dict[str, dict]] | None = None
         self._snap_executor: concurrent.futures.ThreadPoolExecutor | None = None
-        # Snapshot streams (snapstream.py): the one we send (to, index, task), the one we
+        # Snapshot streams (net/snapstream.py): the one we send (to, index, task), the one we
         # receive, and a received snapshot the core took, waiting for its ready to install it.
         self._snap_stream: tuple[int, int, asyncio.Task[None]] | None = None
         self._snap_recv: asyncio.Task[None] | None = None
@@ -355,7 +246,7 @@ class Node:
                 self.storage.sync()
             await self._open_state()
             st = self.storage
-            self._syncer = _Syncer(lambda: st.sync(), f"sync-{cfg.name}")
+            self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
             self._snap_executor = concurrent.futures.ThreadPoolExecutor(
                 1, thread_name_prefix=f"snap-{cfg.name}")
             # One thread: a cut transfer's last job runs before the next transfer's first.
@@ -599,9 +490,9 @@ class Node:
             return
         self._send(rd.messages)  # leader traffic first: followers write while we do
         install = None
-        if rd.snapshot is not None and (rd.snapshot.data or b"").startswith(_STAGED_MAGIC):
+        if rd.snapshot is not None and (rd.snapshot.data or b"").startswith(STAGED_MAGIC):
             install = self._pending_install
-            if install is None or rd.snapshot.data != _staged_marker(install):
+            if install is None or rd.snapshot.data != staged_marker(install):
                 self._fatal(f"snapshot {rd.snapshot.index} was taken but is not staged")
                 return
             # Held apart: another stream may stage a newer one while this ready syncs.
@@ -644,7 +535,7 @@ class Node:
         # (the next batch), after applying what is committed while the disk works.
         syncer = self._syncer
         assert syncer is not None
-        state = [can_apply]  # None: the pass failed, ignore the sync's end
+        state: list[bool | None] = [can_apply]  # None: the pass failed, ignore the sync's end
         try:
             syncer.start(self._loop, lambda err: self._after_sync(rd, err, state[0]))
         except RuntimeError as e:
@@ -681,7 +572,7 @@ class Node:
             if rd.committed_entries and not applied:
                 self._apply(rd.committed_entries)
             if rd.read_states:
-                self._serve_read_states(rd.read_states)
+                self.reads.on_read_states(rd.read_states)
             if rd.soft_state is not None:
                 self._on_soft_state(*rd.soft_state)
             self._maybe_snapshot()
@@ -708,7 +599,7 @@ class Node:
 
     # ------------------------------------------------------------------ snapshot streams
     def _stream_snapshot(self, m: Message) -> None:
-        """Send the core's MsgSnap ``m`` as a snapshot stream (snapstream.py), in a task.
+        """Send the core's MsgSnap ``m`` as a snapshot stream (net/snapstream.py), in a task.
 
         One stream at a time per member: the view is one RocksDB iterator (a second iterator
         would see a later state). The core re-sends MsgSnap while a transfer runs (it re-probes
@@ -861,7 +752,7 @@ class Node:
         assert raft is not None
         before = raft.snapshot
         raft.step(Message(SNAP, self.id, h.frm, h.term, snapshot=Snapshot(
-            h.index, h.snap_term, h.voters, h.learners, _staged_marker(install))))
+            h.index, h.snap_term, h.voters, h.learners, staged_marker(install))))
         self._schedule_ready()
         after = raft.snapshot
         if after is before or after is None or after.index != h.index:
@@ -883,7 +774,7 @@ class Node:
         record) is durable now: switch to it and forget the old generation."""
         assert self.kv is not None and self.storage is not None
         install = self._installing
-        if install is None or snap.data != _staged_marker(install):
+        if install is None or snap.data != staged_marker(install):
             # Cannot happen: _on_peer_message drops every MsgSnap from the message connection.
             raise FastraftError(f"snapshot {snap.index} was not received on a snapshot stream")
         self._installing = None
@@ -926,7 +817,7 @@ class Node:
         if self._waiters:
             by_index = dict(results)
             term = self.raft.term
-            replied: set[ClientConnection] = set()
+            replied: set[Responder] = set()
             for e in entries:
                 w = self._waiters.pop(e[0], None)
                 if w is None or w.conn is None:
@@ -939,11 +830,10 @@ class Node:
                 elif isinstance(res, FastraftError):
                     w.conn.reply(w.req_id, res, None)
                 else:
-                    w.conn.reply(w.req_id, None, self._with_header(dict(res), term))
+                    w.conn.reply(w.req_id, None, self._with_header(cast(dict, res), term))
             for conn in replied:
                 conn.flush()  # now, not one loop iteration later
-        if self._reads_waiting_apply:
-            self._serve_applied_reads()
+        self.reads.on_applied()
 
     def _apply_conf_change(self, e: tuple) -> bool:
         try:
@@ -1051,11 +941,7 @@ class Node:
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
-        for ctx, b in list(self._read_batches.items()):
-            if b.leader != leader:
-                # Asked a leader that is gone: its answer may never come.
-                del self._read_batches[ctx]
-                self._finish_batch(b, NoLeaderError("no leader: leadership changed during read"))
+        self.reads.on_leader(leader)
         if role == LEADER:
             me = self.members.get(self.hex_id)
             if me is not None and not self._publish_pending:
@@ -1067,9 +953,9 @@ class Node:
             self._publish_pending = False
 
     # ------------------------------------------------------------------ requests
-    def handle_request(self, conn: ClientConnection, req_id: int, op: str,
+    def handle_request(self, conn: Responder, req_id: int, op: str,
                        args: dict[str, Any]) -> None:
-        """Route one client request (called by server.py; errors raised become replies)."""
+        """Route one client request (called by net/listener.py; errors raised become replies)."""
         if self._stopping:
             raise StoppingError("the member is stopping")
         kv, raft = self.kv, self.raft
@@ -1101,7 +987,8 @@ class Node:
             if serializable:
                 do_range(None)
             else:
-                self._linearizable(do_range)
+                assert self._loop is not None
+                self.reads.read(self._loop, do_range)
         elif op == "status":
             conn.reply(req_id, None, self.status())
         elif op == "member_list":
@@ -1117,7 +1004,7 @@ class Node:
                 "status, member_list, member_add, member_remove, member_promote, health, "
                 "watch, watch_cancel")
 
-    def _member_change(self, conn: ClientConnection, req_id: int, op: str,
+    def _member_change(self, conn: Responder, req_id: int, op: str,
                        args: dict[str, Any]) -> None:
         """member_add / member_remove / member_promote: validate, propose the conf change and
         answer once it is applied (the leader only; one change at a time, as the core allows)."""
@@ -1174,11 +1061,11 @@ class Node:
                 "the membership change was replaced by another leader's entry: not applied"),
                 None)
         self._cc_waiters[index] = (
-            _Waiter(raft.term, conn, req_id, self._loop.time() + self.request_timeout), mid, op)
+            Waiter(raft.term, conn, req_id, self._loop.time() + self.request_timeout), mid, op)
         log.info("%s: proposed %s of %x at index %d", self.cfg.name, op, mid, index)
         self._schedule_ready()
 
-    async def _handover_then_redirect(self, conn: ClientConnection, req_id: int) -> None:
+    async def _handover_then_redirect(self, conn: Responder, req_id: int) -> None:
         raft = self.raft
         assert raft is not None
         if raft.role == LEADER:
@@ -1237,11 +1124,14 @@ class Node:
             return NoLeaderError("no leader: the cluster has no quorum or is electing one")
         m = self.members.get(format(leader, "x"), {})
         return NotLeaderError(f"not the leader; the leader is {leader:x}",
-                              leader=format(leader, "x"),  # type: ignore[arg-type]
+                              leader=format(leader, "x"),
                               leader_urls=list(m.get("client_urls", [])))
 
-    def _queue_proposal(self, data: bytes, conn: ClientConnection | None, req_id: int) -> None:
-        self._proposals.append((data, conn, req_id))
+    def _queue_proposal(self, data: bytes, conn: Responder | None, req_id: int) -> None:
+        if self._proposals.add(data, (conn, req_id)):
+            # Full (count or bytes bound): propose these now; later ones wait for the loop.
+            self._flush_proposals()
+            return
         if not self._proposals_scheduled:
             self._proposals_scheduled = True
             assert self._loop is not None
@@ -1249,21 +1139,21 @@ class Node:
 
     def _flush_proposals(self) -> None:
         self._proposals_scheduled = False
-        batch, self._proposals = self._proposals, []
+        datas, batch = self._proposals.take()
         if not batch or self.raft is None:
             return
         if self._closed:
-            for _, conn, req_id in batch:
+            for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, StoppingError("the member is stopping"), None)
             return
         raft = self.raft
         try:
-            last = raft.propose_batch([d for d, _, _ in batch])
+            last = raft.propose_batch(datas)
         except (NotLeaderError, ProposalDroppedError) as e:
             err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
                                   NotCommittedError("leadership transfer in progress: not applied"))
-            for _, conn, req_id in batch:
+            for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, err, None)
             if isinstance(e, NotLeaderError):
@@ -1273,78 +1163,16 @@ class Node:
         term = raft.term
         deadline = self._loop.time() + self.request_timeout
         first = last - len(batch) + 1
-        for i, (_, conn, req_id) in enumerate(batch):
+        for i, (conn, req_id) in enumerate(batch):
             old = self._waiters.pop(first + i, None)
             if old is not None and old.conn is not None:
                 # Our own earlier entry at this index was overwritten: it never applied.
                 old.conn.reply(old.req_id, NotCommittedError(
                     "the proposal was replaced by another leader's entry: not applied"), None)
-            self._waiters[first + i] = _Waiter(term, conn, req_id, deadline)
+            self._waiters[first + i] = Waiter(term, conn, req_id, deadline)
         # Scheduled, not run here: peer messages (acks) that came in this same iteration then
         # join the pass. Running it directly measured no better and worse at moderate load.
         self._schedule_ready()
-
-    # ------------------------------------------------------------------ reads
-    def _linearizable(self, cb: Callable[[FastraftError | None], None],
-                      timeout: float | None = None) -> None:
-        raft = self.raft
-        assert raft is not None and self._loop is not None
-        if raft.leader == 0:
-            cb(NoLeaderError("no leader: cannot serve a linearizable read"))
-            return
-        b = self._read_batch
-        if b is None or timeout is not None:
-            ctx = self._read_nonce + next(self._read_seq).to_bytes(8, "big")
-            b = _ReadBatch(ctx, self._loop.time() + (timeout or self.read_timeout))
-            if timeout is None:
-                self._read_batch = b
-            self._loop.call_soon(self._flush_reads, b)
-        b.cbs.append(cb)
-
-    def _flush_reads(self, b: _ReadBatch) -> None:
-        if self._read_batch is b:
-            self._read_batch = None
-        raft = self.raft
-        if self._closed or raft is None:
-            self._finish_batch(b, StoppingError("the member is stopping"))
-            return
-        b.leader = raft.leader
-        self._read_batches[b.ctx] = b
-        raft.read_index(b.ctx)
-        self._schedule_ready()
-
-    def _serve_read_states(self, states: list) -> None:
-        kv = self.kv
-        assert kv is not None
-        for rs in states:
-            b = self._read_batches.pop(rs.ctx, None)
-            if b is None:
-                continue
-            if not rs.ok:
-                self._finish_batch(b, NoLeaderError("no leader: the read index was refused"))
-            elif kv.applied >= rs.index:
-                self._finish_batch(b, None)
-            else:
-                b.index = rs.index
-                self._reads_waiting_apply.append(b)
-
-    def _serve_applied_reads(self) -> None:
-        assert self.kv is not None
-        applied = self.kv.applied
-        ready = [b for b in self._reads_waiting_apply if b.index <= applied]
-        if ready:
-            self._reads_waiting_apply = [b for b in self._reads_waiting_apply
-                                         if b.index > applied]
-            for b in ready:
-                self._finish_batch(b, None)
-
-    def _finish_batch(self, b: _ReadBatch, err: FastraftError | None) -> None:
-        for cb in b.cbs:
-            try:
-                cb(err)
-            except Exception:  # one bad callback must not starve the others
-                log.exception("%s: read callback failed", self.cfg.name)
-        b.cbs = []
 
     def _expire(self, now: float) -> None:
         """Answer what waited past its deadline (called every tick)."""
@@ -1364,24 +1192,12 @@ class Node:
                     w.conn.reply(w.req_id, TimeoutError(
                         "membership change timed out: it may or may not have been applied; "
                         "check `member list`"), None)
-        for ctx, b in list(self._read_batches.items()):
-            if b.deadline <= now:
-                del self._read_batches[ctx]
-                self._finish_batch(b, NoLeaderError(
-                    "no leader: the read could not be confirmed by a quorum in time"))
-        if self._reads_waiting_apply:
-            late = [b for b in self._reads_waiting_apply if b.deadline <= now]
-            if late:
-                self._reads_waiting_apply = [b for b in self._reads_waiting_apply
-                                             if b.deadline > now]
-                for b in late:
-                    self._finish_batch(b, TimeoutError("read timed out waiting for apply"))
+        self.reads.expire(now)
 
     def _fail_all(self, err: FastraftError) -> None:
-        for _, conn, req_id in self._proposals:
+        for conn, req_id in self._proposals.take()[1]:
             if conn is not None:
                 conn.reply(req_id, err, None)
-        self._proposals = []
         waiters, self._waiters = self._waiters, {}
         for w in waiters.values():
             if w.conn is not None:
@@ -1390,14 +1206,7 @@ class Node:
         for w, _, _ in cc_waiters.values():
             if w.conn is not None:
                 w.conn.reply(w.req_id, err, None)
-        batches = list(self._read_batches.values()) + self._reads_waiting_apply
-        if self._read_batch is not None:
-            batches.append(self._read_batch)
-        self._read_batches = {}
-        self._reads_waiting_apply = []
-        self._read_batch = None
-        for b in batches:
-            self._finish_batch(b, err)
+        self.reads.fail_all(err)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
@@ -1426,7 +1235,7 @@ class Node:
                  "is_learner": bool(m.get("is_learner", False))}
                 for h, m in sorted(self.members.items(), key=lambda kv: kv[1].get("name", ""))]
 
-    def _health(self, conn: ClientConnection, req_id: int) -> None:
+    def _health(self, conn: Responder, req_id: int) -> None:
         assert self._loop is not None
         started = self._loop.time()
 
@@ -1439,6 +1248,6 @@ class Node:
                 conn.reply(req_id, None, {"health": False, "reason": err.message})
 
         # "Quickly": one election timeout, at most the normal read timeout.
-        self._linearizable(done, timeout=min(self.read_timeout,
-                                             max(0.5, self.cfg.election_timeout / 1000.0)))
+        self.reads.read(self._loop, done, timeout=min(self.read_timeout,
+                                                      max(0.5, self.cfg.election_timeout / 1000.0)))
 

@@ -14,7 +14,7 @@ Shape of a run::
   wait. Measuring from the actual send time would hide exactly the queueing that an overloaded
   server causes ("coordinated omission").
 
-Requests are framed by hand (wire.py's layout, see :class:`_RequestMaker`) instead of going through
+Requests are framed by hand (client/codec.py's layout, :class:`_RequestMaker`) instead of going through
 ``AsyncClient``: building ``[req_id, op, args]`` from pre-packed pieces and reading only the
 request id and the error slot of each answer keeps the generator's cost per request low.
 ``--noop-ceiling`` proves it: the same workload against an endpoint that does no work.
@@ -42,21 +42,21 @@ import time
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 import msgpack
 from hdrh.histogram import HdrHistogram
 
-from fastraft.wire import (
+from fastraft.client.codec import (
     DEFAULT_MAX_CLIENT_FRAME,
-    FrameDecoder,
     decode_request,
     decode_response,
     encode_request,
     encode_response,
-    frame,
 )
+from fastraft.config import parse_url
+from fastraft.net.framing import FrameDecoder, frame
 
 __all__ = [
     "WORKLOADS",
@@ -183,11 +183,10 @@ class Spec:
 
 
 def _split_endpoint(ep: str) -> tuple[str, int]:
-    rest = ep.removeprefix("http://")
-    host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"bad endpoint {ep!r}: expected host:port")
-    return host, int(port)
+    try:
+        return parse_url(ep)
+    except ValueError as e:
+        raise ValueError(f"bad endpoint {ep!r}: {e}") from None
 
 
 # ------------------------------------------------------------------------------- key choice
@@ -354,7 +353,7 @@ class _Conn(asyncio.Protocol):
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -500,8 +499,9 @@ class _Worker:
         spec = self.spec
         self.measure_start = start_ns + int(spec.warmup * 1e9)
         self.end = self.measure_start + int(spec.duration * 1e9)
-        delay = (start_ns - time.monotonic_ns()) / 1e9
-        if delay > 0:
+        # A loop timer may fire up to a millisecond early (libuv's granularity): sleep again
+        # until start_ns, else the first requests go out before it and count as warmup.
+        while (delay := (start_ns - time.monotonic_ns()) / 1e9) > 0:
             await asyncio.sleep(delay)
         if spec.mode == "closed":
             await self._closed()
@@ -1002,7 +1002,7 @@ class _NoopConn(asyncio.Protocol):
         self.busy = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -1018,7 +1018,7 @@ class _NoopConn(asyncio.Protocol):
         if self.srv.delay <= 0:
             out = [frame(self.srv.answer(b)) for b in bodies]
             if out and self.transport is not None:
-                self.transport.write(b"".join(out))  # one write per read, as server.py does
+                self.transport.write(b"".join(out))  # one write per read, as net/listener.py does
             return
         self.queue.extend(bodies)
         if not self.busy:
@@ -1124,7 +1124,7 @@ class NoopServerThread:
 
 def start_noop_subprocess(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
     """Start the no-op endpoint in its own process; return (process, "127.0.0.1:port")."""
-    p = subprocess.Popen([sys.executable, "-m", "fastraft.loadgen", "--serve-noop",
+    p = subprocess.Popen([sys.executable, "-m", "fastraft.tools.loadgen", "--serve-noop",
                           "--noop-delay", str(delay)],
                          stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
     assert p.stdout is not None

@@ -3,7 +3,8 @@
 The new member's cluster id cannot be computed from ``--initial-cluster`` (the cluster id comes
 from the INITIAL members, and the list now names the new member too), so it asks the other
 members listed there, on their peer port: a hello with cluster id 0 is a join query, answered
-with the cluster id and the current member list (wire.py). The member must already be in that
+with the cluster id and the current member list (net/peercodec.py). The member must already be
+in that
 list (``fastractl member add`` first): its id is the one member_add assigned, since both hash
 the same name, peer URLs and token.
 """
@@ -17,13 +18,8 @@ from typing import Any
 
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import ConfigError
-from fastraft.wire import (
-    FrameDecoder,
-    WireError,
-    decode_join_answer,
-    encode_hello,
-    frame,
-)
+from fastraft.net.framing import FrameDecoder, WireError, frame
+from fastraft.net.peercodec import decode_join_answer, encode_hello
 
 __all__ = ["discover_cluster", "query_member"]
 

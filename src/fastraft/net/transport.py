@@ -15,7 +15,7 @@ ways, and a sender never waits on its receiver (Raft tolerates loss; it resends)
 * Back-pressure: when a peer's kernel/user write buffer passes ``high_water`` bytes, messages to
   it are dropped until it drains, so a slow or stalled follower cannot grow our memory without
   bound; Raft's probing resends what is missing once it catches up.
-* A connection whose first frame is a *snapshot stream* hello (snapstream.py) carries one
+* A connection whose first frame is a *snapshot stream* hello (net/snapstream.py) carries one
   snapshot from a leader, apart from messages: its frames go to the host's
   ``on_snapshot_stream`` handler, which may answer on it.
 * ``delay_ms`` (per transport, or per peer via :meth:`set_delay`) defers writes with
@@ -31,19 +31,15 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from fastraft._core import Message
-from fastraft.snapstream import InboundStream, decode_stream_hello, is_stream_hello
-from fastraft.wire import (
-    MAX_PEER_FRAME,
-    FrameDecoder,
-    FrameTooLargeError,
-    WireError,
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, FrameTooLargeError, WireError, frame
+from fastraft.net.peercodec import (
     decode_hello,
     decode_message,
     encode_hello,
     encode_join_answer,
     encode_message,
-    frame,
 )
+from fastraft.net.snapstream import InboundStream, decode_stream_hello, is_stream_hello
 
 __all__ = ["PeerTransport", "DEFAULT_HIGH_WATER"]
 
@@ -228,7 +224,7 @@ class _Inbound(asyncio.Protocol):
 
     def _answer_join_query(self, member_id: int) -> None:
         # The one case where the receiving side writes: a joining member asks for the cluster
-        # id and members before it has either (see wire.py).
+        # id and members before it has either (see net/peercodec.py).
         owner = self.owner
         assert owner.on_join_query is not None and self.transport is not None
         try:
@@ -264,7 +260,7 @@ class PeerTransport:
         self.on_message = on_message
         # Set by the host to answer join queries: () -> (cluster_id, members).
         self.on_join_query: Callable[[], tuple[int, dict[str, dict[str, Any]]]] | None = None
-        # Set by the host to receive snapshot streams (snapstream.py).
+        # Set by the host to receive snapshot streams (net/snapstream.py).
         self.on_snapshot_stream: Callable[[InboundStream], None] | None = None
         self.max_frame = max_frame
         self.high_water = high_water
