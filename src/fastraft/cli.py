@@ -153,7 +153,14 @@ def run_member(cfg: ServerConfig) -> int:
     """Run a member with uvloop until it stops; return the process exit status."""
     import uvloop
 
-    from fastraft.server.node import Node
+    try:
+        from fastraft.server.node import Node
+    except ModuleNotFoundError as e:
+        if e.name != "fastraft._core":
+            raise
+        # A client-only install (FASTRAFT_CLIENT_ONLY=1): the member's native core is absent.
+        _die("this install has no compiled core (fastraft._core), so it cannot run a member: "
+             "reinstall without FASTRAFT_CLIENT_ONLY (needs Cython and a C compiler)", 1)
 
     setup_logging(cfg.name, cfg.log_level)
 

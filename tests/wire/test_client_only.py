@@ -75,3 +75,17 @@ def test_serve_does_not_load_the_load_generator() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "lazy ok"
+
+
+def test_serve_without_core_says_so_in_one_line(tmp_path) -> None:
+    p = _run(f"""
+        import sys
+        from fastraft.cli import main
+        sys.argv = ["fastraft", "serve", "--name", "n1", "--data-dir", {str(tmp_path / "n1")!r}]
+        main()
+    """)
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.strip().splitlines() == [
+        "fastraft: error: this install has no compiled core (fastraft._core), so it cannot run a "
+        "member: reinstall without FASTRAFT_CLIENT_ONLY (needs Cython and a C compiler)"]
+    assert not (tmp_path / "n1").exists()
