@@ -77,8 +77,13 @@ from fastraft.raft.core import (
     CC_PROMOTE,
     CC_REMOVE,
     ENTRY_CONF_CHANGE,
+    ENTRY_DATA,
+    ENTRY_INDEX,
+    ENTRY_NORMAL,
+    ENTRY_TERM,
     LEADER,
     Config,
+    Entry,
     Message,
     MsgType,
     Raft,
@@ -547,25 +552,26 @@ class Node:
         self.transport.send(msgs)
 
     # ------------------------------------------------------------------ applying
-    def _apply(self, entries: list[tuple]) -> None:
+    def _apply(self, entries: list[Entry]) -> None:
         kv = self.kv
         assert kv is not None and self.raft is not None
         to_apply = entries
         members_changed = False
         for i, e in enumerate(entries):
-            if e[2] == ENTRY_CONF_CHANGE:
+            index, term, etype, data = e
+            if etype == ENTRY_CONF_CHANGE:
                 members_changed |= self._apply_conf_change(e)
-            elif e[3].startswith(_PUBLISH_PREFIX):
+            elif data.startswith(_PUBLISH_PREFIX):
                 members_changed |= self._apply_publish(e)
                 if to_apply is entries:
                     to_apply = list(entries)
-                to_apply[i] = (e[0], e[1], 0, b"")  # the KV sees a no-op
+                to_apply[i] = (index, term, ENTRY_NORMAL, b"")  # the KV sees a no-op
         if members_changed and self.storage is not None:
             # Written before kv.apply's batch: one WAL, so a durable `applied` implies this too.
             self.storage.put_meta("members", self.members.wire())
         if self._cc_waiters:
             for e in entries:
-                if e[0] in self._cc_waiters:
+                if e[ENTRY_INDEX] in self._cc_waiters:
                     # The change itself, or (other term) the entry that replaced it.
                     self._answer_conf_change(e)
         results = kv.apply(to_apply)
@@ -575,13 +581,13 @@ class Node:
             by_index = dict(results)
             term = self.raft.term
             replied: set[Responder] = set()
-            for e in entries:
-                w = self._waiters.pop(e[0], None)
+            for index, term_e, _, _ in entries:
+                w = self._waiters.pop(index, None)
                 if w is None or w.conn is None:
                     continue
                 replied.add(w.conn)
-                res = by_index.get(e[0])
-                if w.term != e[1] or res is None:
+                res = by_index.get(index)
+                if w.term != term_e or res is None:
                     w.conn.reply(w.req_id, NotCommittedError(
                         "the proposal was replaced by another leader's entry: not applied"), None)
                 elif isinstance(res, FastraftError):
@@ -592,14 +598,15 @@ class Node:
                 conn.flush()  # now, not one loop iteration later
         self.reads.on_applied()
 
-    def _apply_conf_change(self, e: tuple) -> bool:
+    def _apply_conf_change(self, e: Entry) -> bool:
         try:
-            op, node_id, context = decode_conf_change(e[3])
+            op, node_id, context = decode_conf_change(e[ENTRY_DATA])
             attrs = msgpack.unpackb(context, raw=False) if context else {}
             if not isinstance(attrs, dict):
                 attrs = {}
         except Exception as exc:  # the core already ignores malformed conf changes; so do we
-            log.error("%s: malformed conf change at index %d: %s", self.cfg.name, e[0], exc)
+            log.error("%s: malformed conf change at index %d: %s", self.cfg.name,
+                      e[ENTRY_INDEX], exc)
             return False
         h = format(node_id, "x")
         if op in (CC_ADD_VOTER, CC_ADD_LEARNER) and self.raft is not None \
@@ -626,13 +633,14 @@ class Node:
                 log.warning("%s: this member was removed from the cluster", self.cfg.name)
         return True
 
-    def _apply_publish(self, e: tuple) -> bool:
+    def _apply_publish(self, e: Entry) -> bool:
         try:
-            _, attrs = msgpack.unpackb(e[3], raw=False)
+            _, attrs = msgpack.unpackb(e[ENTRY_DATA], raw=False)
             mid = int(attrs["id"])
             urls = [str(u) for u in attrs["client_urls"]]
         except Exception as exc:
-            log.error("%s: malformed member attributes at index %d: %s", self.cfg.name, e[0], exc)
+            log.error("%s: malformed member attributes at index %d: %s", self.cfg.name,
+                      e[ENTRY_INDEX], exc)
             return False
         if not self.members.set_client_urls(mid, urls):  # ours stay the local truth
             return False
@@ -785,14 +793,14 @@ class Node:
         else:
             conn.reply(req_id, self._not_leader(), None)
 
-    def _answer_conf_change(self, e: tuple) -> None:
-        entry = self._cc_waiters.pop(e[0], None)
+    def _answer_conf_change(self, e: Entry) -> None:
+        entry = self._cc_waiters.pop(e[ENTRY_INDEX], None)
         if entry is None:
             return
         w, mid, op = entry
         if w.conn is None:
             return
-        if w.term != e[1]:
+        if w.term != e[ENTRY_TERM]:
             w.conn.reply(w.req_id, NotCommittedError(
                 "the membership change was replaced by another leader's entry: not applied"),
                 None)
