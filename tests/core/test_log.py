@@ -98,3 +98,16 @@ def test_is_up_to_date_and_find_conflict_by_term() -> None:
     assert not log.is_up_to_date(4, 3) and not log.is_up_to_date(9, 2)
     assert log.find_conflict_by_term(5, 2) == 3
     assert log.find_conflict_by_term(5, 0) == 0
+
+
+def test_entry_field_names_match_the_logs_tuples() -> None:
+    # raft/core.py names the fields of an entry tuple for code outside the apply loops: the
+    # names must say what _core.Log actually stores at each position.
+    from fastraft.raft.core import ENTRY_DATA, ENTRY_INDEX, ENTRY_TERM, ENTRY_TYPE
+
+    log = Log()
+    log.append_new(7, [b"x"], ENTRY_CONF_CHANGE)
+    e = log.entry(1)
+    assert e is not None
+    assert (e[ENTRY_INDEX], e[ENTRY_TERM], e[ENTRY_TYPE], e[ENTRY_DATA]) == (
+        1, 7, ENTRY_CONF_CHANGE, b"x")

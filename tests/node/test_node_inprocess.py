@@ -68,8 +68,8 @@ def test_local_snapshot_is_a_view_at_its_index_and_is_retaken_after_restart(
             raft, kv, st = node.raft, node.kv, node.storage
             assert raft is not None and kv is not None and st is not None
             snap = raft.snapshot
-            assert snap is not None and node._snap_view is not None
-            index, view, members = node._snap_view
+            assert snap is not None and node.snapshots.view is not None
+            index, view, members = node.snapshots.view
             # The view serialized here (on the loop thread: one user at a time).
             data = kv.snapshot_data(view)
             return snap.index, index, kv.applied, data, st.has_snapshot_file(snap.index)
@@ -90,8 +90,8 @@ def test_local_snapshot_is_a_view_at_its_index_and_is_retaken_after_restart(
         def after_restart() -> tuple[int, int, int]:
             raft, kv = m.node.raft, m.node.kv
             assert raft is not None and kv is not None and raft.snapshot is not None
-            assert m.node._snap_view is not None
-            return raft.snapshot.index, m.node._snap_view[0], kv.applied
+            assert m.node.snapshots.view is not None
+            return raft.snapshot.index, m.node.snapshots.view[0], kv.applied
 
         snap_index, view_index, applied_now = m.call(after_restart)
         # The old view died with the process: the member snapshotted its applied state anew.
@@ -103,9 +103,9 @@ def test_local_snapshot_is_a_view_at_its_index_and_is_retaken_after_restart(
             c.put(b"after", b"restart")
             assert c.get(b"after").kvs[0].value == b"restart"
         # And a follower asking for it would get these bytes (built off the loop).
-        loop_data = m.call(lambda: m.node.kv.snapshot_data(m.node._snap_view[1]))
+        loop_data = m.call(lambda: m.node.kv.snapshot_data(m.node.snapshots.view[1]))
         idx, members, kv_data = decode_snapshot(
-            m.call(lambda: encode_snapshot(view_index, m.node._snap_view[2], loop_data)))
+            m.call(lambda: encode_snapshot(view_index, m.node.snapshots.view[2], loop_data)))
         assert idx == view_index and _kv_applied_in(kv_data)[0] == view_index
         assert m.node.hex_id in members
     finally:

@@ -1,4 +1,4 @@
-"""Local snapshots are views of the KV, not copies (node._maybe_snapshot): crash-safety.
+"""Local snapshots are views of the KV, not copies (server/snapshotter.py): crash-safety.
 
 kill -9 of every member while snapshots are taken every 50 entries, restarts, and a member that
 was down catching up by a snapshot served by a leader that itself restarted (so its view was

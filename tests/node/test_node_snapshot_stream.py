@@ -106,7 +106,7 @@ def _state(m: InProcessMember) -> dict[str, Any]:
         st = node.storage
         return {"gen": st.kv_gen, "applied": node.kv.applied,
                 "keys": node.kv.range(b"\x00", b"\x00", count_only=True)["count"],
-                "members": sorted(node.members),
+                "members": sorted(node.members.wire()),
                 "snap": st.snapshot_meta(),
                 "cfs": sorted(rocksdict.Rdict.list_cf(st.db.path(),
                                                       rocksdict.Options(raw_mode=True))),
@@ -154,13 +154,13 @@ def test_cut_and_stalled_streams_leave_nothing_and_a_retry_from_scratch_installs
     wait_for(lambda: "refused: the stream was cut" in caplog.text, 10, "the cut noticed")
     _nothing_left(member, before)
     # Stalled: the sender stops writing; the member gives up after its stall timeout.
-    member.call(lambda: setattr(member.node, "snap_stall_timeout", 0.5))
+    member.call(lambda: setattr(member.node.snapshots, "stall_timeout", 0.5))
     ans = _raw_stream(member, [frame(_hello(member, 2).encode()), *_chunk_frames(source[:3])],
                       answer=True)
     assert ans[1] is False and "no progress" in ans[2]
     _nothing_left(member, before)
     # The retry, from scratch, with the real sender (and the default stall timeout again).
-    member.call(lambda: setattr(member.node, "snap_stall_timeout", STALL_TIMEOUT))
+    member.call(lambda: setattr(member.node.snapshots, "stall_timeout", STALL_TIMEOUT))
     members = _members(member)
 
     async def send() -> tuple[int, int]:

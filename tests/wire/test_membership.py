@@ -15,6 +15,8 @@ from fastraft.ctl import join_settings, parse_member_id as ctl_member_id
 from fastraft.errors import BadRequestError
 from fastraft.server.join import query_member
 from fastraft.server.membership import (
+    Member,
+    Membership,
     check_promote,
     encode_member_context,
     new_member_id,
@@ -31,6 +33,34 @@ MEMBERS = {
     "b2": {"name": "n2", "peer_urls": ["http://127.0.0.1:2390"], "client_urls": [],
            "is_learner": True},
 }
+
+
+
+def _membership(wire: dict[str, dict]) -> Membership:
+    ms = Membership(0, [])
+    ms.load(wire)
+    return ms
+
+
+def test_membership_round_trips_its_wire_form_and_keeps_own_client_urls() -> None:
+    ms = Membership(0xA1, ["http://127.0.0.1:2379"])
+    ms.load(MEMBERS)
+    assert ms.get(0xB2) == Member(0xB2, "n2", ["http://127.0.0.1:2390"], [], True)
+    # Our own client URLs are the local truth, in a loaded record or a published one.
+    assert ms.wire()["a1"]["client_urls"] == ["http://127.0.0.1:2379"]
+    assert ms.set_client_urls(0xA1, ["http://elsewhere:1"])
+    assert ms.get(0xA1).client_urls == ["http://127.0.0.1:2379"]
+    assert ms.set_client_urls(0xB2, ["http://127.0.0.1:2391"]) and not ms.set_client_urls(9, [])
+    ms.promote(0xB2)
+    ms.add(0xC3, {"name": "n3", "peer_urls": ["http://127.0.0.1:2400"]}, learner=True)
+    ms.remove(0xA1)
+    assert ms.wire() == {
+        "b2": {"name": "n2", "peer_urls": ["http://127.0.0.1:2390"],
+               "client_urls": ["http://127.0.0.1:2391"], "is_learner": False},
+        "c3": {"name": "n3", "peer_urls": ["http://127.0.0.1:2400"], "client_urls": [],
+               "is_learner": True}}
+    assert [m["id"] for m in ms.listing()] == [0xB2, 0xC3]
+    assert ms.peer_addrs() == {0xB2: ("127.0.0.1", 2390), 0xC3: ("127.0.0.1", 2400)}
 
 
 def test_parse_member_add_canonicalizes_and_validates() -> None:
@@ -54,31 +84,31 @@ def test_parse_member_add_canonicalizes_and_validates() -> None:
 
 
 def test_new_member_id_refuses_clashes() -> None:
-    mid = new_member_id("n3", ["http://127.0.0.1:2400"], "tok", MEMBERS)
+    mid = new_member_id("n3", ["http://127.0.0.1:2400"], "tok", _membership(MEMBERS))
     assert mid == member_id("n3", ["http://127.0.0.1:2400"], "tok")
     with pytest.raises(BadRequestError, match="name 'n1' is already used by member a1"):
-        new_member_id("n1", ["http://127.0.0.1:9999"], "tok", MEMBERS)
+        new_member_id("n1", ["http://127.0.0.1:9999"], "tok", _membership(MEMBERS))
     with pytest.raises(BadRequestError, match="peer URL http://127.0.0.1:2390 is already used"):
-        new_member_id("n9", ["http://127.0.0.1:2390"], "tok", MEMBERS)
+        new_member_id("n9", ["http://127.0.0.1:2390"], "tok", _membership(MEMBERS))
     taken = {format(mid, "x"): {"name": "other", "peer_urls": []}}
     with pytest.raises(BadRequestError, match="already exists"):
-        new_member_id("n3", ["http://127.0.0.1:2400"], "tok", taken)
+        new_member_id("n3", ["http://127.0.0.1:2400"], "tok", _membership(taken))
 
 
 def test_parse_member_id_and_check_promote() -> None:
-    assert parse_member_id("member_remove", {"id": 0xA1}, MEMBERS) == 0xA1
+    assert parse_member_id("member_remove", {"id": 0xA1}, _membership(MEMBERS)) == 0xA1
     for args, msg in [({"id": 0xC3}, "not found"), ({}, "must be a member id"),
                       ({"id": "a1"}, "must be a member id"), ({"id": True}, "must be a member id"),
                       ({"id": 0}, "must be a member id")]:
         with pytest.raises(BadRequestError, match=msg):
-            parse_member_id("member_remove", args, MEMBERS)
-    check_promote(0xB2, MEMBERS, learner_match=90, leader_match=100)  # 90%: in sync
+            parse_member_id("member_remove", args, _membership(MEMBERS))
+    check_promote(0xB2, _membership(MEMBERS), learner_match=90, leader_match=100)  # 90%: in sync
     with pytest.raises(BadRequestError, match="in sync with leader"):
-        check_promote(0xB2, MEMBERS, learner_match=89, leader_match=100)
+        check_promote(0xB2, _membership(MEMBERS), learner_match=89, leader_match=100)
     with pytest.raises(BadRequestError, match="in sync with leader"):
-        check_promote(0xB2, MEMBERS, learner_match=None, leader_match=100)
+        check_promote(0xB2, _membership(MEMBERS), learner_match=None, leader_match=100)
     with pytest.raises(BadRequestError, match="not a learner"):
-        check_promote(0xA1, MEMBERS, learner_match=100, leader_match=100)
+        check_promote(0xA1, _membership(MEMBERS), learner_match=100, leader_match=100)
 
 
 def test_member_context() -> None:

@@ -3,6 +3,6 @@
 ``node`` runs the ready loop, applies committed entries and answers client requests; ``reads``
 serves linearizable reads (ReadIndex rounds);
 ``membership`` holds the cluster's member records; ``join`` discovers a cluster to join;
-``snapshot``, ``syncer`` and ``wait`` are the node's snapshot encoding, fsync thread and
-pending-request records.
+``snapshotter`` takes, streams, receives and installs snapshots; ``snapshot``, ``syncer`` and
+``wait`` are the node's snapshot encoding, fsync thread and pending-request records.
 """

@@ -1,20 +1,29 @@
-"""Runtime membership: validating ``member_add/remove/promote`` requests (pure, no I/O).
+"""Runtime membership: the member records a node keeps, and the checks of
+``member_add/remove/promote`` requests (pure, no I/O).
 
-The node (server/node.py) proposes the conf change these functions approve; keeping the checks here
-lets them be unit-tested without a cluster. ``members`` is the node's members map: hex id ->
-{name, peer_urls, client_urls, is_learner}.
+A member is a ``Member``; the node's members are a ``Membership`` (id -> Member) that changes as
+conf-change and publish entries apply. On disk (storage meta "members"), in snapshots and on the
+wire (join answer, snapshot stream end) members are the map hex id -> {name, peer_urls,
+client_urls, is_learner}: ``Membership.wire`` / ``Membership.load`` convert, nothing else does.
+
+The node (server/node.py) proposes the conf change the check functions approve; keeping them here
+lets them be unit-tested without a cluster.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgpack
 
-from fastraft.config import _canonical, member_id
+from fastraft.config import _canonical, member_id, parse_url
 from fastraft.errors import BadRequestError
 
 __all__ = [
+    "Member",
+    "Membership",
     "LEARNER_READY_FRACTION",
     "parse_member_add",
     "parse_member_id",
@@ -28,6 +37,112 @@ __all__ = [
 LEARNER_READY_FRACTION = 0.9
 
 _BAD_NAME_CHARS = ",=/ \t"
+
+
+@dataclasses.dataclass
+class Member:
+    """One member of the cluster as this node knows it."""
+
+    id: int
+    name: str = ""
+    peer_urls: list[str] = dataclasses.field(default_factory=list)
+    client_urls: list[str] = dataclasses.field(default_factory=list)
+    is_learner: bool = False
+
+    @classmethod
+    def from_wire(cls, hex_id: str, d: Mapping[str, Any]) -> Member:
+        return cls(int(hex_id, 16), str(d.get("name", "")),
+                   [str(u) for u in d.get("peer_urls") or []],
+                   [str(u) for u in d.get("client_urls") or []], bool(d.get("is_learner", False)))
+
+    def wire(self) -> dict[str, Any]:
+        """The record as stored and sent (keyed by the hex id outside it)."""
+        return {"name": self.name, "peer_urls": list(self.peer_urls),
+                "client_urls": list(self.client_urls), "is_learner": self.is_learner}
+
+    def info(self) -> dict[str, Any]:
+        """The record as clients get it (member_list, member_add/remove/promote answers)."""
+        return {"id": self.id, **self.wire()}
+
+
+class Membership:
+    """The members of the cluster as of this node's applied index: id -> Member.
+
+    ``own_client_urls`` are this member's own client URLs, the local truth whatever an entry or
+    a snapshot says (they are published through raft for the others)."""
+
+    def __init__(self, own_id: int, own_client_urls: list[str]) -> None:
+        self.own_id = own_id
+        self._own_client_urls = list(own_client_urls)
+        self._by_id: dict[int, Member] = {}
+
+    def __contains__(self, mid: object) -> bool:
+        return mid in self._by_id
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(list(self._by_id.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def get(self, mid: int) -> Member | None:
+        return self._by_id.get(mid)
+
+    def load(self, wire: Mapping[str, Mapping[str, Any]]) -> None:
+        """Replace every record with ``wire`` (hex id -> record)."""
+        self._by_id = {}
+        for h, d in wire.items():
+            m = Member.from_wire(str(h), d)
+            self._by_id[m.id] = m
+        me = self._by_id.get(self.own_id)
+        if me is not None:
+            me.client_urls = list(self._own_client_urls)
+
+    def wire(self) -> dict[str, dict[str, Any]]:
+        """hex id -> record: for storage, snapshots and join answers (a copy)."""
+        return {format(mid, "x"): m.wire() for mid, m in self._by_id.items()}
+
+    def listing(self) -> list[dict[str, Any]]:
+        """The members as clients see them, ordered by name."""
+        return [m.info() for m in sorted(self._by_id.values(), key=lambda m: m.name)]
+
+    def peer_addrs(self) -> dict[int, tuple[str, int]]:
+        """Where to reach the other members (their first peer URL); bad URLs are skipped."""
+        out: dict[int, tuple[str, int]] = {}
+        for mid, m in self._by_id.items():
+            if mid != self.own_id and m.peer_urls:
+                try:
+                    out[mid] = parse_url(m.peer_urls[0])
+                except ValueError:
+                    pass
+        return out
+
+    # --------------------------------------------------------------- changes applied
+    def add(self, mid: int, attrs: Mapping[str, Any], learner: bool) -> Member:
+        """A conf change added ``mid`` (its context carries ``attrs``); an existing record
+        keeps what ``attrs`` does not say."""
+        m = self._by_id.setdefault(mid, Member(mid))
+        m.name = str(attrs.get("name", m.name))
+        m.peer_urls = [str(u) for u in attrs.get("peer_urls", m.peer_urls)]
+        m.client_urls = [str(u) for u in attrs.get("client_urls", m.client_urls)]
+        m.is_learner = learner
+        return m
+
+    def promote(self, mid: int) -> None:
+        m = self._by_id.get(mid)
+        if m is not None:
+            m.is_learner = False
+
+    def remove(self, mid: int) -> None:
+        self._by_id.pop(mid, None)
+
+    def set_client_urls(self, mid: int, urls: list[str]) -> bool:
+        """A published entry's client URLs; False when ``mid`` is not a member."""
+        m = self._by_id.get(mid)
+        if m is None:
+            return False
+        m.client_urls = list(self._own_client_urls) if mid == self.own_id else list(urls)
+        return True
 
 
 def parse_member_add(args: dict[str, Any]) -> tuple[str, list[str], bool]:
@@ -58,37 +173,38 @@ def parse_member_add(args: dict[str, Any]) -> tuple[str, list[str], bool]:
     return name, out, learner
 
 
-def new_member_id(name: str, peer_urls: list[str], token: str,
-                  members: dict[str, dict[str, Any]]) -> int:
+def new_member_id(name: str, peer_urls: list[str], token: str, members: Membership) -> int:
     """The id the new member will have, after checking it clashes with no current member."""
-    for h, m in members.items():
-        if m.get("name") == name:
+    for m in members:
+        h = format(m.id, "x")
+        if m.name == name:
             raise BadRequestError(f"member_add: the name {name!r} is already used by member {h}")
-        used = set(m.get("peer_urls") or [])
+        used = set(m.peer_urls)
         for u in peer_urls:
             if u in used:
                 raise BadRequestError(f"member_add: peer URL {u} is already used by member "
-                                      f"{m.get('name') or h} ({h})")
+                                      f"{m.name or h} ({h})")
     mid = member_id(name, peer_urls, token)
-    if format(mid, "x") in members:
+    if mid in members:
         raise BadRequestError(f"member_add: member {mid:x} already exists")
     return mid
 
 
-def parse_member_id(op: str, args: dict[str, Any], members: dict[str, dict[str, Any]]) -> int:
+def parse_member_id(op: str, args: dict[str, Any], members: Membership) -> int:
     """The ``id`` argument of member_remove/promote, which must name a current member."""
     mid = args.get("id")
     if type(mid) is not int or not 0 < mid < 1 << 64:
         raise BadRequestError(f"{op}: id must be a member id (a positive 64-bit integer)")
-    if format(mid, "x") not in members:
+    if mid not in members:
         raise BadRequestError(f"{op}: member {mid:x} not found in the cluster")
     return mid
 
 
-def check_promote(mid: int, members: dict[str, dict[str, Any]], learner_match: int | None,
+def check_promote(mid: int, members: Membership, learner_match: int | None,
                   leader_match: int) -> None:
     """Refuse promoting a voter, or a learner too far behind the leader (as etcd)."""
-    if not members[format(mid, "x")].get("is_learner"):
+    m = members.get(mid)
+    if m is None or not m.is_learner:
         raise BadRequestError(f"member_promote: member {mid:x} is not a learner (already a voter)")
     if learner_match is None or learner_match < leader_match * LEARNER_READY_FRACTION:
         raise BadRequestError(

@@ -14,7 +14,7 @@ every heartbeat interval; peer messages and client proposals are fed in as they 
         here already, so they are applied before this ready's sync (leader, small batch) or
         while it runs (big batch); a follower with a small batch syncs and acks first
     switch to a received snapshot if there is one (streamed and staged apart, installed by the
-        same storage.save batch: see _receive_snapshot, net/snapstream.py)
+        same storage.save batch: see server/snapshotter.py, net/snapstream.py)
     raft.advance(rd); send rd.persisted_messages (acks and votes: only once durable)
     serve rd.read_states
 
@@ -45,10 +45,7 @@ hands the KV a no-op in its place.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
-import hashlib
-import itertools
 import logging
 import time
 from typing import Any, cast
@@ -72,16 +69,7 @@ from fastraft.errors import (
     TimeoutError,
     UnknownOperationError,
 )
-from fastraft.net.framing import WireError
 from fastraft.net.listener import ClientServer
-from fastraft.net.snapstream import (
-    STALL_TIMEOUT,
-    InboundStream,
-    SnapshotStreamError,
-    StreamHello,
-    decode_end,
-    send_snapshot,
-)
 from fastraft.net.transport import PeerTransport
 from fastraft.raft.core import (
     CC_ADD_LEARNER,
@@ -89,8 +77,13 @@ from fastraft.raft.core import (
     CC_PROMOTE,
     CC_REMOVE,
     ENTRY_CONF_CHANGE,
+    ENTRY_DATA,
+    ENTRY_INDEX,
+    ENTRY_NORMAL,
+    ENTRY_TERM,
     LEADER,
     Config,
+    Entry,
     Message,
     MsgType,
     Raft,
@@ -100,17 +93,19 @@ from fastraft.raft.core import (
 )
 from fastraft.server.join import discover_cluster
 from fastraft.server.membership import (
+    Membership,
     check_promote,
     encode_member_context,
     new_member_id,
     parse_member_add,
     parse_member_id,
 )
-from fastraft.server.snapshot import STAGED_MAGIC, decode_snapshot, staged_marker
+from fastraft.server.snapshot import decode_snapshot
+from fastraft.server.snapshotter import Snapshotter
 from fastraft.server.syncer import Syncer
 from fastraft.server.reads import LinearizableReads
 from fastraft.server.wait import Responder, Waiter
-from fastraft.storage.logstore import Install, Storage
+from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
 
@@ -126,10 +121,6 @@ SNAP = MsgType.MsgSnap.value
 # client can never propose one; the node recognises it by its msgpack prefix without decoding.
 PUBLISH_OP = "_member_attrs"
 _PUBLISH_PREFIX = b"\x92" + msgpack.packb(PUBLISH_OP)
-
-# Seconds after sending a snapshot during which the log is not compacted again (see
-# _maybe_snapshot).
-SNAP_CATCH_UP_GRACE = 5.0
 
 # Log entries kept in memory/disk after a snapshot is not configurable in this version: storage
 # drops every entry up to the snapshot index (see the report / docs), so slow followers get a
@@ -153,7 +144,7 @@ class Node:
         self.raft: Raft | None = None
         self.transport: PeerTransport | None = None
         self.server: ClientServer | None = None
-        self.members: dict[str, dict[str, Any]] = {}
+        self.members = Membership(cfg.member_id, list(cfg.advertise_client_urls))
         self.stopped = asyncio.Event()
         self.exit_code = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,26 +169,9 @@ class Node:
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
-        self._last_snap_index = 0
         self._publish_pending = False
-        # The local snapshot is a RocksDB view, not a copy (see _maybe_snapshot): its index,
-        # the view and the members as of that index. Serialized only when a follower needs it.
-        self._snap_view: tuple[int, Any, dict[str, dict]] | None = None
-        self._snap_executor: concurrent.futures.ThreadPoolExecutor | None = None
-        # Snapshot streams (net/snapstream.py): the one we send (to, index, task), the one we
-        # receive, and a received snapshot the core took, waiting for its ready to install it.
-        self._snap_stream: tuple[int, int, asyncio.Task[None]] | None = None
-        self._snap_recv: asyncio.Task[None] | None = None
-        self._snap_recv_executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending_install: Install | None = None
-        self._installing: Install | None = None  # written by a ready, activated after its sync
-        self._transfer_seq = itertools.count(1)
-        self.snap_stall_timeout = STALL_TIMEOUT
-        self._snap_sent_at = float("-inf")
-        # Set when a member was added to a cluster whose log was never compacted (see
-        # _apply_conf_change): the next _maybe_snapshot compacts regardless of snapshot_count.
-        self._compact_for_join = False
-        self._closing = False  # read by the snapshot worker thread: stop serializing
+        # Local snapshot views, snapshot streams sent and received, installs.
+        self.snapshots = Snapshotter(self)
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
         # Measured (3 members + load tool on 2 cores, noisy): ~28k vs ~24k puts/s at 128
@@ -247,17 +221,11 @@ class Node:
             await self._open_state()
             st = self.storage
             self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
-            self._snap_executor = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix=f"snap-{cfg.name}")
-            # One thread: a cut transfer's last job runs before the next transfer's first.
-            self._snap_recv_executor = concurrent.futures.ThreadPoolExecutor(
-                1, thread_name_prefix=f"snaprecv-{cfg.name}")
-            peers = {int(h, 16): parse_url(m["peer_urls"][0])
-                     for h, m in self.members.items() if h != self.hex_id and m["peer_urls"]}
-            self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(), peers,
-                                           self._on_peer_message)
-            self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members)
-            self.transport.on_snapshot_stream = self._on_snapshot_stream
+            self.snapshots.start()
+            self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(),
+                                           self.members.peer_addrs(), self._on_peer_message)
+            self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members.wire())
+            self.transport.on_snapshot_stream = self.snapshots.on_stream
             await self.transport.start()
             self.server = ClientServer(self.handle_request,
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
@@ -285,17 +253,17 @@ class Node:
             st.put_meta("cluster_token", self.token)  # durable with the first sync
         stored = st.get_meta("members")
         if stored:
-            self.members = {str(k): dict(v) for k, v in stored.items()}
+            self.members.load(stored)
         else:
-            self.members = {
+            self.members.load({
                 format(mid, "x"): {"name": name, "peer_urls": list(urls), "client_urls": [],
                                    "is_learner": False}
-                for mid, (name, urls) in cfg.initial_members().items()}
+                for mid, (name, urls) in cfg.initial_members().items()})
         snapshot = None
         if snap_meta is not None:
             index, term, voters, learners = snap_meta
             snapshot = Snapshot(index, term, tuple(voters), tuple(learners), None)
-            self._last_snap_index = index
+            self.snapshots.last_index = index
             if self.kv.applied < index:
                 # A data dir of an older fastraft (snapshots received in one frame, kept as a
                 # file) that crashed after persisting one but before restoring the KV from it.
@@ -305,13 +273,9 @@ class Node:
                     raise FastraftError(f"snapshot {index} is recorded but its data is missing")
                 _, members, kv_data = decode_snapshot(data)
                 self.kv.restore(kv_data, index)
-                self.members = members
-                st.put_meta("members", self.members)
+                self.members.load(members)
+                st.put_meta("members", self.members.wire())
                 st.sync()
-        me = self.members.get(self.hex_id)
-        if me is not None:
-            # Our own client URLs are known locally even before they are published.
-            me["client_urls"] = list(cfg.advertise_client_urls)
         boot = st.get_meta("bootstrap_conf")
         if isinstance(boot, list) and len(boot) == 2:
             voters, learners = tuple(boot[0]), tuple(boot[1])
@@ -337,8 +301,8 @@ class Node:
                 assert s is not None and s.index == applied
                 st.save_snapshot_meta(s.index, s.term, s.voters, s.learners)
                 st.sync()
-                self._last_snap_index = applied
-            self._set_snap_view(applied, self.kv.snapshot_view())
+                self.snapshots.last_index = applied
+            self.snapshots.set_view(applied, self.kv.snapshot_view())
 
     async def stop(self) -> None:
         """Graceful stop: hand leadership over, fail what is pending, sync, close."""
@@ -399,25 +363,17 @@ class Node:
             await self.transport.stop()
         if self._syncer is not None:
             self._syncer.stop()
-        self._closing = True
-        for task in (self._snap_recv, self._snap_stream[2] if self._snap_stream else None):
-            if task is not None and not task.done():
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):
-                    pass
-        # A snapshot being streamed or staged uses the DB: let those threads end (the sender
-        # polls _closing) before the DB closes.
-        for ex in (self._snap_executor, self._snap_recv_executor):
-            if ex is not None:
-                ex.shutdown(wait=True)
-        self._snap_view = None  # RocksDB iterators must go before their DB
+        await self.snapshots.close()
         if self.storage is not None:
             try:
                 self.storage.sync()
             finally:
                 self.storage.close()
+
+    def _keep_task(self, task: asyncio.Task[None]) -> None:
+        """Hold ``task`` until it ends (the loop keeps only a weak reference)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fatal(self, what: str, exc: BaseException | None = None) -> None:
         """A storage or state-machine failure: continuing could break safety, so stop."""
@@ -441,7 +397,7 @@ class Node:
         if self._closed or self.raft is None:
             return
         if m.type == SNAP:
-            # Snapshots arrive on snapshot streams only (_receive_snapshot: checksummed,
+            # Snapshots arrive on snapshot streams only (server/snapshotter.py: checksummed,
             # staged, installed in one write). One in a message frame comes from an older
             # member or is forged: its data must never reach the core.
             log.warning("%s: ignored a snapshot sent by %x as a message (snapshots travel on "
@@ -490,14 +446,12 @@ class Node:
             return
         self._send(rd.messages)  # leader traffic first: followers write while we do
         install = None
-        if rd.snapshot is not None and (rd.snapshot.data or b"").startswith(STAGED_MAGIC):
-            install = self._pending_install
-            if install is None or rd.snapshot.data != staged_marker(install):
-                self._fatal(f"snapshot {rd.snapshot.index} was taken but is not staged")
+        if rd.snapshot is not None:
+            try:
+                install = self.snapshots.take_install(rd.snapshot)
+            except FastraftError as e:
+                self._fatal(str(e))
                 return
-            # Held apart: another stream may stage a newer one while this ready syncs.
-            self._pending_install = None
-            self._installing = install
         try:
             if install is None:
                 st.save(hs, rd.entries, rd.snapshot)
@@ -566,7 +520,7 @@ class Node:
         assert raft is not None and kv is not None
         try:
             if rd.snapshot is not None:
-                self._restore_snapshot(rd.snapshot)
+                self.snapshots.restore(rd.snapshot)
             raft.advance(rd)
             self._send(rd.persisted_messages)
             if rd.committed_entries and not applied:
@@ -575,7 +529,7 @@ class Node:
                 self.reads.on_read_states(rd.read_states)
             if rd.soft_state is not None:
                 self._on_soft_state(*rd.soft_state)
-            self._maybe_snapshot()
+            self.snapshots.maybe_snapshot()
         except Exception as e:
             self._fatal("ready pass failed", e)
             return
@@ -591,224 +545,33 @@ class Node:
             for m in msgs:
                 if m.type == SNAP and m.snapshot is not None and m.snapshot.data is None:
                     # Never on the message connection: its data goes on a stream of its own.
-                    self._stream_snapshot(m)
+                    self.snapshots.stream(m)
                     continue
                 out.append(m)
             msgs = out
         self.transport.send(msgs)
 
-    # ------------------------------------------------------------------ snapshot streams
-    def _stream_snapshot(self, m: Message) -> None:
-        """Send the core's MsgSnap ``m`` as a snapshot stream (net/snapstream.py), in a task.
-
-        One stream at a time per member: the view is one RocksDB iterator (a second iterator
-        would see a later state). The core re-sends MsgSnap while a transfer runs (it re-probes
-        after an election timeout without an answer); a stream already on its way for the same
-        follower and index is left to finish. Its end is reported to the core either way."""
-        raft, snap = self.raft, m.snapshot
-        assert raft is not None and snap is not None and self._loop is not None
-        cur = self._snap_stream
-        if cur is not None:
-            if cur[0] != m.to or cur[1] != snap.index:
-                raft.report_snapshot(m.to, False)  # busy: the core asks again later
-            return
-        view = self._snap_view
-        addr = self.transport.peer_addr(m.to) if self.transport is not None else None
-        if view is None or view[0] != snap.index or addr is None:
-            log.error("%s: no view of snapshot %d to stream to %x", self.cfg.name, snap.index,
-                      m.to)
-            raft.report_snapshot(m.to, False)
-            return
-        tid = next(self._transfer_seq)
-        hello = StreamHello(self.cfg.cluster_id, self.id, m.to, tid, m.term, snap.index,
-                            snap.term, tuple(snap.voters), tuple(snap.learners))
-        task = self._loop.create_task(self._run_snapshot_stream(addr, hello, view))
-        self._snap_stream = (m.to, snap.index, task)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_snapshot_stream(self, addr: tuple[str, int], hello: StreamHello,
-                                   view: tuple[int, Any, dict[str, dict]]) -> None:
-        kv = self.kv
-        assert kv is not None and self._loop is not None and self._snap_executor is not None
-        index, it, members = view
-        log.info("%s: streaming snapshot [index: %d, term: %d] to %x (transfer %d)",
-                 self.cfg.name, index, hello.snap_term, hello.to, hello.transfer_id)
-        started = time.monotonic()
-        ok = False
-        try:
-            n, nbytes = await send_snapshot(
-                addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing), members,
-                self._snap_executor, stall_timeout=self.snap_stall_timeout)
-            ok = True
-            took = time.monotonic() - started
-            log.info("%s: sent snapshot [index: %d] to %x: %d chunks, %.1f MiB in %.2fs "
-                     "(%.1f MiB/s)", self.cfg.name, index, hello.to, n, nbytes / 2**20, took,
-                     nbytes / 2**20 / max(took, 1e-9))
-        except asyncio.CancelledError:
-            raise
-        except InterruptedError:
-            pass  # we are stopping
-        except Exception as e:  # refused, cut, stalled; uvloop raises RuntimeError on a
-            # write to a connection the peer reset
-            log.warning("%s: snapshot [index: %d] to %x failed: %s", self.cfg.name, index,
-                        hello.to, str(e) or type(e).__name__)
-        finally:
-            cur = self._snap_stream
-            if cur is not None and cur[2] is asyncio.current_task():
-                self._snap_stream = None
-            self._snap_sent_at = self._loop.time()
-            if self.raft is not None and not self._closed:
-                # Failed: probe again, which sends a fresh snapshot from scratch if still needed.
-                self.raft.report_snapshot(hello.to, ok)
-                self._schedule_ready()
-
-    def _on_snapshot_stream(self, stream: InboundStream) -> None:
-        """A leader opened a snapshot stream to us (called by the transport)."""
-        assert self._loop is not None
-        if self._closed:
-            stream.answer(False, "the member is stopping")
-            return
-        old = self._snap_recv
-        if old is not None and not old.done():
-            old.cancel()  # the leader gave up on it and starts from scratch
-        task = self._loop.create_task(self._receive_snapshot(stream))
-        self._snap_recv = task
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _receive_snapshot(self, stream: InboundStream) -> None:
-        """Stage, verify, ingest (all off the live state), then hand the MsgSnap to the core,
-        whose ready installs it atomically (``storage.save(..., install=...)``)."""
-        st, loop, ex = self.storage, self._loop, self._snap_recv_executor
-        assert st is not None and loop is not None and ex is not None
-        h = stream.hello
-        log.info("%s: receiving snapshot [index: %d, term: %d] from %x (transfer %d)",
-                 self.cfg.name, h.index, h.snap_term, h.frm, h.transfer_id)
-        stage = st.new_stage()
-        digest = hashlib.sha256()
-        meta: list[bytes | None] = [None]
-        n = nbytes = 0
-
-        def stage_chunk(body: bytes) -> None:
-            digest.update(memoryview(body)[1:])  # the payload after the frame type, no copy
-            pairs = KV.parse_chunk(body, 1)
-            for k, v in pairs:
-                if k == b"m":
-                    meta[0] = v
-            stage.add(pairs)
-
-        installed = False
-        try:
-            while True:
-                body = await stream.next(self.snap_stall_timeout)
-                if body[:1] == b"C":
-                    n += 1
-                    nbytes += len(body) - 1
-                    await loop.run_in_executor(ex, stage_chunk, body)
-                elif body[:1] == b"E":
-                    break
-                else:
-                    raise SnapshotStreamError("unexpected frame in a snapshot stream")
-            want_n, want_bytes, want_digest, members = decode_end(body)
-            if (want_n, want_bytes) != (n, nbytes) or want_digest != digest.digest():
-                raise SnapshotStreamError(
-                    f"checksum mismatch ({n} chunks, {nbytes} bytes received; the sender "
-                    f"sent {want_n}, {want_bytes}): nothing installed")
-            meta_key, meta_value = KV.install_meta(meta[0], h.index)
-            await loop.run_in_executor(ex, stage.finish)
-            await loop.run_in_executor(ex, st.prepare_install, stage)
-            if self._closed or self.raft is None:
-                raise SnapshotStreamError("the member is stopping")
-            installed = self._offer_snapshot(h, Install(stage.gen, h.index, meta_key,
-                                                        meta_value, members))
-            stream.answer(True, "" if installed else "not needed (already has the entries)")
-            log.info("%s: received snapshot [index: %d] from %x: %d chunks, %.1f MiB",
-                     self.cfg.name, h.index, h.frm, n, nbytes / 2**20)
-        except asyncio.CancelledError:
-            stream.close()
-            raise
-        except (SnapshotStreamError, WireError, ValueError, OSError) as e:
-            log.warning("%s: snapshot [index: %d] from %x refused: %s", self.cfg.name,
-                        h.index, h.frm, e)
-            stream.answer(False, str(e))
-        except Exception as e:  # a RocksDB error while staging: refuse, keep the live state
-            log.error("%s: snapshot [index: %d] from %x failed: %r", self.cfg.name, h.index,
-                      h.frm, e)
-            stream.answer(False, f"cannot stage the snapshot: {e!r}")
-        finally:
-            if not installed:
-                # After any job still running in the (one-thread) executor; the DB is closed
-                # only after that executor drained (_close_io).
-                try:
-                    ex.submit(st.discard_stage, stage)
-                except RuntimeError:  # executor shut down: the next start cleans up
-                    pass
-
-    def _offer_snapshot(self, h: StreamHello, install: Install) -> bool:
-        """Step the streamed MsgSnap into the core; True when the core took it (its next ready
-        then carries it, and ``install`` with it)."""
-        raft = self.raft
-        assert raft is not None
-        before = raft.snapshot
-        raft.step(Message(SNAP, self.id, h.frm, h.term, snapshot=Snapshot(
-            h.index, h.snap_term, h.voters, h.learners, staged_marker(install))))
-        self._schedule_ready()
-        after = raft.snapshot
-        if after is before or after is None or after.index != h.index:
-            return False  # stale term, or our log already has it: the core answered itself
-        old = self._pending_install
-        if old is not None and self.storage is not None and self._snap_recv_executor:
-            # Replaced in the core by this newer one before its ready ran: never installed.
-            self._snap_recv_executor.submit(self.storage.discard_gen, old.gen)
-        self._pending_install = install
-        return True
-
-    def _set_snap_view(self, index: int, view: Any) -> None:
-        members = {h: {k: (list(v) if isinstance(v, list) else v) for k, v in m.items()}
-                   for h, m in self.members.items()}  # as of `index`: later changes must not leak
-        self._snap_view = (index, view, members)
-
-    def _restore_snapshot(self, snap: Snapshot) -> None:
-        """A streamed snapshot's install batch (KV generation, applied index, members, snapshot
-        record) is durable now: switch to it and forget the old generation."""
-        assert self.kv is not None and self.storage is not None
-        install = self._installing
-        if install is None or snap.data != staged_marker(install):
-            # Cannot happen: _on_peer_message drops every MsgSnap from the message connection.
-            raise FastraftError(f"snapshot {snap.index} was not received on a snapshot stream")
-        self._installing = None
-        self.storage.activate_kv(install.gen)
-        self.kv.reload()
-        self._set_members(install.members)
-        self._last_snap_index = snap.index
-        # This member may lead later: the installed state is its snapshot view.
-        self._set_snap_view(snap.index, self.kv.snapshot_view())
-        log.info("%s: restored state from snapshot at index %d (streamed)", self.cfg.name,
-                 snap.index)
-        if self.watch_hub.watchers:
-            self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
-
     # ------------------------------------------------------------------ applying
-    def _apply(self, entries: list[tuple]) -> None:
+    def _apply(self, entries: list[Entry]) -> None:
         kv = self.kv
         assert kv is not None and self.raft is not None
         to_apply = entries
         members_changed = False
         for i, e in enumerate(entries):
-            if e[2] == ENTRY_CONF_CHANGE:
+            index, term, etype, data = e
+            if etype == ENTRY_CONF_CHANGE:
                 members_changed |= self._apply_conf_change(e)
-            elif e[3].startswith(_PUBLISH_PREFIX):
+            elif data.startswith(_PUBLISH_PREFIX):
                 members_changed |= self._apply_publish(e)
                 if to_apply is entries:
                     to_apply = list(entries)
-                to_apply[i] = (e[0], e[1], 0, b"")  # the KV sees a no-op
+                to_apply[i] = (index, term, ENTRY_NORMAL, b"")  # the KV sees a no-op
         if members_changed and self.storage is not None:
             # Written before kv.apply's batch: one WAL, so a durable `applied` implies this too.
-            self.storage.put_meta("members", self.members)
+            self.storage.put_meta("members", self.members.wire())
         if self._cc_waiters:
             for e in entries:
-                if e[0] in self._cc_waiters:
+                if e[ENTRY_INDEX] in self._cc_waiters:
                     # The change itself, or (other term) the entry that replaced it.
                     self._answer_conf_change(e)
         results = kv.apply(to_apply)
@@ -818,13 +581,13 @@ class Node:
             by_index = dict(results)
             term = self.raft.term
             replied: set[Responder] = set()
-            for e in entries:
-                w = self._waiters.pop(e[0], None)
+            for index, term_e, _, _ in entries:
+                w = self._waiters.pop(index, None)
                 if w is None or w.conn is None:
                     continue
                 replied.add(w.conn)
-                res = by_index.get(e[0])
-                if w.term != e[1] or res is None:
+                res = by_index.get(index)
+                if w.term != term_e or res is None:
                     w.conn.reply(w.req_id, NotCommittedError(
                         "the proposal was replaced by another leader's entry: not applied"), None)
                 elif isinstance(res, FastraftError):
@@ -835,14 +598,15 @@ class Node:
                 conn.flush()  # now, not one loop iteration later
         self.reads.on_applied()
 
-    def _apply_conf_change(self, e: tuple) -> bool:
+    def _apply_conf_change(self, e: Entry) -> bool:
         try:
-            op, node_id, context = decode_conf_change(e[3])
+            op, node_id, context = decode_conf_change(e[ENTRY_DATA])
             attrs = msgpack.unpackb(context, raw=False) if context else {}
             if not isinstance(attrs, dict):
                 attrs = {}
         except Exception as exc:  # the core already ignores malformed conf changes; so do we
-            log.error("%s: malformed conf change at index %d: %s", self.cfg.name, e[0], exc)
+            log.error("%s: malformed conf change at index %d: %s", self.cfg.name,
+                      e[ENTRY_INDEX], exc)
             return False
         h = format(node_id, "x")
         if op in (CC_ADD_VOTER, CC_ADD_LEARNER) and self.raft is not None \
@@ -851,100 +615,53 @@ class Node:
             # --initial-cluster), so a new member must not replay the log from index 1: it
             # takes its configuration, and the member list, from a snapshot. Compacting here
             # (a view, no copy) makes every later leader send it one (next <= log offset).
-            self._compact_for_join = True
+            self.snapshots.compact_for_join = True
         if op in (CC_ADD_VOTER, CC_ADD_LEARNER):
-            m = self.members.setdefault(h, {"name": "", "peer_urls": [], "client_urls": [],
-                                            "is_learner": False})
-            m["name"] = str(attrs.get("name", m["name"]))
-            m["peer_urls"] = [str(u) for u in attrs.get("peer_urls", m["peer_urls"])]
-            m["client_urls"] = [str(u) for u in attrs.get("client_urls", m["client_urls"])]
-            m["is_learner"] = op == CC_ADD_LEARNER
-            if self.transport is not None and m["peer_urls"] and node_id != self.id:
+            m = self.members.add(node_id, attrs, learner=op == CC_ADD_LEARNER)
+            if self.transport is not None and m.peer_urls and node_id != self.id:
                 try:
-                    self.transport.add_peer(node_id, parse_url(m["peer_urls"][0]))
+                    self.transport.add_peer(node_id, parse_url(m.peer_urls[0]))
                 except ValueError as exc:
                     log.error("%s: member %s has a bad peer URL: %s", self.cfg.name, h, exc)
         elif op == CC_PROMOTE:
-            if h in self.members:
-                self.members[h]["is_learner"] = False
+            self.members.promote(node_id)
         elif op == CC_REMOVE:
-            self.members.pop(h, None)
+            self.members.remove(node_id)
             if self.transport is not None:
                 self.transport.remove_peer(node_id)
             if node_id == self.id:
                 log.warning("%s: this member was removed from the cluster", self.cfg.name)
         return True
 
-    def _apply_publish(self, e: tuple) -> bool:
+    def _apply_publish(self, e: Entry) -> bool:
         try:
-            _, attrs = msgpack.unpackb(e[3], raw=False)
-            h = format(int(attrs["id"]), "x")
+            _, attrs = msgpack.unpackb(e[ENTRY_DATA], raw=False)
+            mid = int(attrs["id"])
             urls = [str(u) for u in attrs["client_urls"]]
         except Exception as exc:
-            log.error("%s: malformed member attributes at index %d: %s", self.cfg.name, e[0], exc)
+            log.error("%s: malformed member attributes at index %d: %s", self.cfg.name,
+                      e[ENTRY_INDEX], exc)
             return False
-        m = self.members.get(h)
-        if m is None:
+        if not self.members.set_client_urls(mid, urls):  # ours stay the local truth
             return False
-        if h == self.hex_id:
+        if mid == self.id:
             self._publish_pending = False
-            urls = list(self.cfg.advertise_client_urls)  # ours are always the local truth
-        m["client_urls"] = urls
         return True
 
     def _set_members(self, members: dict[str, dict]) -> None:
-        self.members = {str(k): dict(v) for k, v in members.items()}
-        me = self.members.get(self.hex_id)
-        if me is not None:
-            me["client_urls"] = list(self.cfg.advertise_client_urls)
+        """The members of an installed snapshot (hex id -> record, as stored)."""
+        self.members.load(members)
         if self.storage is not None:
-            self.storage.put_meta("members", self.members)
+            self.storage.put_meta("members", self.members.wire())
         if self.transport is not None:
-            for h, m in self.members.items():
-                if h != self.hex_id and m.get("peer_urls"):
-                    try:
-                        self.transport.add_peer(int(h, 16), parse_url(m["peer_urls"][0]))
-                    except ValueError:
-                        pass
-
-    def _maybe_snapshot(self) -> None:
-        """Compact the log every snapshot_count applied entries.
-
-        The state machine lives in the same RocksDB as the log and its `applied` index, so the
-        snapshot costs no copy (as etcd's backend): we record the metadata, drop the log up to
-        it and keep an O(1) RocksDB view of the KV at that index for a follower that may need
-        it. No sync here: the next ready's sync covers it (storage.save_snapshot_meta). Copying
-        the whole KV on the loop here was the p99 spikes (and ~25% of CPU) before."""
-        kv, raft, st = self.kv, self.raft, self.storage
-        assert kv is not None and raft is not None and st is not None
-        if kv.applied - self._last_snap_index < self.cfg.snapshot_count and not (
-                self._compact_for_join and raft.snapshot is None):
-            return
-        if self._snap_stream is not None:
-            # A follower is receiving the current one: keep the entries after it (and the
-            # view the stream reads).
-            return
-        assert self._loop is not None
-        if self._loop.time() - self._snap_sent_at < SNAP_CATCH_UP_GRACE:
-            # A follower just got the current snapshot and catches up from the log entries
-            # that follow it: compacting them away now would send it another snapshot.
-            return
-        index = kv.applied
-        self._compact_for_join = False
-        raft.compact(index)
-        s = raft.snapshot
-        assert s is not None and s.index == index
-        st.save_snapshot_meta(s.index, s.term, s.voters, s.learners)
-        self._set_snap_view(index, kv.snapshot_view())
-        self._last_snap_index = index
-        log.info("%s: took snapshot at index %d and compacted the log", self.cfg.name, index)
+            for mid, addr in self.members.peer_addrs().items():
+                self.transport.add_peer(mid, addr)
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
         self.reads.on_leader(leader)
         if role == LEADER:
-            me = self.members.get(self.hex_id)
-            if me is not None and not self._publish_pending:
+            if self.id in self.members and not self._publish_pending:
                 self._publish_pending = True
                 attrs = {"id": self.id, "client_urls": list(self.cfg.advertise_client_urls)}
                 self._queue_proposal(msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True),
@@ -1033,9 +750,8 @@ class Node:
                 # leader that committed its own removal would step down before telling the
                 # others the commit index, leaving them to elect a leader with it still in
                 # their configuration.)
-                task = self._loop.create_task(self._handover_then_redirect(conn, req_id))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._keep_task(self._loop.create_task(
+                    self._handover_then_redirect(conn, req_id)))
                 return
             if op == "member_remove":
                 cc = CC_REMOVE
@@ -1077,20 +793,20 @@ class Node:
         else:
             conn.reply(req_id, self._not_leader(), None)
 
-    def _answer_conf_change(self, e: tuple) -> None:
-        entry = self._cc_waiters.pop(e[0], None)
+    def _answer_conf_change(self, e: Entry) -> None:
+        entry = self._cc_waiters.pop(e[ENTRY_INDEX], None)
         if entry is None:
             return
         w, mid, op = entry
         if w.conn is None:
             return
-        if w.term != e[1]:
+        if w.term != e[ENTRY_TERM]:
             w.conn.reply(w.req_id, NotCommittedError(
                 "the membership change was replaced by another leader's entry: not applied"),
                 None)
             return
         assert self.kv is not None and self.raft is not None
-        m = self.members.get(format(mid, "x"))
+        m = self.members.get(mid)
         res: dict[str, Any] = {"header": self._header(self.kv.revision, self.raft.term),
                                "members": self.member_list()}
         if op == "member_add":
@@ -1098,10 +814,7 @@ class Node:
             # not secret either; it only keeps clusters' ids apart).
             res["cluster_token"] = self.token
         if m is not None:
-            res["member"] = {"id": mid, "name": m.get("name", ""),
-                             "peer_urls": list(m.get("peer_urls", [])),
-                             "client_urls": list(m.get("client_urls", [])),
-                             "is_learner": bool(m.get("is_learner", False))}
+            res["member"] = m.info()
         w.conn.reply(w.req_id, None, res)
         w.conn.flush()
 
@@ -1122,10 +835,10 @@ class Node:
         leader = self.raft.leader
         if leader == 0:
             return NoLeaderError("no leader: the cluster has no quorum or is electing one")
-        m = self.members.get(format(leader, "x"), {})
+        m = self.members.get(leader)
         return NotLeaderError(f"not the leader; the leader is {leader:x}",
                               leader=format(leader, "x"),
-                              leader_urls=list(m.get("client_urls", [])))
+                              leader_urls=list(m.client_urls) if m is not None else [])
 
     def _queue_proposal(self, data: bytes, conn: Responder | None, req_id: int) -> None:
         if self._proposals.add(data, (conn, req_id)):
@@ -1224,16 +937,12 @@ class Node:
             # A joiner has no configuration until the leader's snapshot: until then, what the
             # cluster listed it as when it joined.
             "is_learner": (self.id in raft.learners if raft.voters else
-                           bool(self.members.get(self.hex_id, {}).get("is_learner", False))),
+                           bool((me := self.members.get(self.id)) and me.is_learner)),
             "errors": ["no leader"] if raft.leader == 0 else [],
         }
 
     def member_list(self) -> list[dict[str, Any]]:
-        return [{"id": int(h, 16), "name": m.get("name", ""),
-                 "peer_urls": list(m.get("peer_urls", [])),
-                 "client_urls": list(m.get("client_urls", [])),
-                 "is_learner": bool(m.get("is_learner", False))}
-                for h, m in sorted(self.members.items(), key=lambda kv: kv[1].get("name", ""))]
+        return self.members.listing()
 
     def _health(self, conn: Responder, req_id: int) -> None:
         assert self._loop is not None
