@@ -59,6 +59,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
                           "largest client request accepted, in bytes"),
     "log-level": ("info", "debug, info, warn or error"),
+    # Off by default; for the PACELC lab's loopback run (no namespaces: no NFQUEUE delayer).
+    "experimental-peer-delay-ms": ("0", "TESTING ONLY: hold every message to the other members "
+                                        "this many ms in the transport before sending (a delay "
+                                        "stage standing in for a slow network, not a network)"),
 }
 
 
@@ -170,6 +174,7 @@ class ServerConfig:
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
+    experimental_peer_delay_ms: int = 0
     member_id: int = field(default=0)
     cluster_id: int = field(default=0)
 
@@ -333,6 +338,8 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
     level = (raw("log-level") or "").strip().lower()
     if level not in LOG_LEVELS:
         raise FlagError("log-level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+    delay = _int_flag("experimental-peer-delay-ms", raw("experimental-peer-delay-ms") or "", 0,
+                      10_000)
     ids = [member_id(n, urls, token) for n, urls in initial]
     if len(set(ids)) != len(ids):
         raise FlagError("initial-cluster", "two members have the same name and URLs")
@@ -342,4 +349,4 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
         election_timeout=et, snapshot_count=snap, max_request_bytes=mrb, log_level=level,
-        member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))
+        experimental_peer_delay_ms=delay, member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))
