@@ -121,7 +121,11 @@ def pacelc_command(out: str, delays: str, jitter_ms: float, loss_pct: float, sys
                 max_ops=max_ops, conc=conc, writer_rate=writer_rate,
                 max_staleness=_seconds("--max-staleness", max_staleness),
                 op_timeout=_seconds("--timeout", op_timeout), partition_s=partition_seconds,
-                loopback=loopback)
+                # Load before and after a cut in proportion to it (2 s and 4 s for 6 s).
+                pre_s=max(1.0, min(2.0, partition_seconds / 3)),
+                after_s=max(2.0, min(4.0, partition_seconds * 2 / 3)),
+                # The steady state of a cut: after leases and freshness bounds ran out.
+                settle_s=min(2.0, partition_seconds / 2), loopback=loopback)
     if not o.systems:
         raise click.BadParameter("name at least one system", param_hint="--systems")
     if not (0 < seconds <= 120 and 1 <= max_ops <= 1_000_000 and 1 <= conc <= 64

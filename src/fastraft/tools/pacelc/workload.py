@@ -11,7 +11,8 @@ history of one worker and the reads of another compare); revision is the answer'
 Modes (every loop is bounded by a count and a time):
 
 * ``closed``: ``--conc`` threads, each one operation at a time at ``--level``, until
-  ``--max-ops`` in all or ``--seconds``; for latency and throughput.
+  ``--max-ops`` in all or ``--seconds``; for latency and throughput. With ``--bg-writer EP``
+  a thread also puts at ``--rate`` to EP from a little before until the end (``writes``).
 * ``writer``: puts at ``--rate`` per second (paced, one at a time) for ``--seconds``: the
   acknowledged write history that staleness is measured against.
 * ``status``: each of ``--endpoints``' status once (member id, leader, term), to stdout.
@@ -127,9 +128,29 @@ def one(t: Target, level: str, key: str, seq: int, tag: str) -> Op:
 
 def closed(a: argparse.Namespace) -> dict[str, Any]:
     ops: list[Op] = []
+    writes: list[Op] = []
     lock = threading.Lock()
-    deadline = time.monotonic() + a.seconds
     count = [0]
+    done = threading.Event()
+
+    def background() -> None:
+        # The acknowledged write history that the reads' staleness is measured against.
+        t = make_target(a.system, a.bg_writer, a.timeout, a.max_staleness)
+        start, seq = time.monotonic(), 0
+        try:
+            while not done.is_set() and seq < 100_000:
+                seq += 1
+                writes.append(one(t, "write", a.key, seq, "bg"))
+                done.wait(max(0.0, start + seq / a.rate - time.monotonic()))
+        finally:
+            t.close()
+
+    bg = None
+    if a.bg_writer:
+        bg = threading.Thread(target=background)
+        bg.start()
+        time.sleep(0.2)  # some history before the first read
+    deadline = time.monotonic() + a.seconds
 
     def run(i: int) -> None:
         t = make_target(a.system, a.endpoint, a.timeout, a.max_staleness)
@@ -153,7 +174,10 @@ def closed(a: argparse.Namespace) -> dict[str, Any]:
         th.start()
     for th in threads:
         th.join()
-    return {"ops": ops, "status": []}
+    done.set()
+    if bg is not None:
+        bg.join()
+    return {"ops": ops, "writes": writes, "status": []}
 
 
 def writer(a: argparse.Namespace) -> dict[str, Any]:
@@ -241,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--conc", type=int, default=4)
     ap.add_argument("--max-ops", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--rate", type=float, default=50.0)
+    ap.add_argument("--rate", type=float, default=50.0, help="writer / --bg-writer: puts/s")
+    ap.add_argument("--bg-writer", default="", help="closed: also put at --rate to this "
+                                                   "endpoint while the operations run")
     ap.add_argument("--until", type=float, default=0.0)
     ap.add_argument("--pause", type=float, default=0.02)
     ap.add_argument("--timeout", type=float, default=1.0)
