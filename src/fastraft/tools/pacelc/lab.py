@@ -379,7 +379,8 @@ def _partition(c: _Cluster, lab: netns.Lab, scratch: str, scenario: str, levels:
         if lv in ("serializable", "bounded"):
             reads = [op for op in by_side["lone"].get(lv, []) if t_cut <= op[1] <= t_heal]
             st = staleness(reads, writes, o.max_staleness if lv == "bounded" else None)
-            stale[lv] = dict(st.summary(), violations_sample=st.violations[:10])
+            stale[lv] = dict(st.summary(), violations_sample=st.violations[:10],
+                             samples_ms=_thin(st.ms))
     majority_samples = [s for m in rest for s in docs[CLIENTS[MEMBERS.index(m)]]["status"]]
     result = {
         "scenario": scenario, "lone": lone, "leader_before": lead_name,
