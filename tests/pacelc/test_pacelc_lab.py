@@ -70,7 +70,8 @@ def test_short_lab_run_both_systems(tmp_path) -> None:
     assert not glob.glob(os.path.join(tempfile.gettempdir(), prefix + "*")), "scratch left"
 
     html = (out / "index.html").read_text()
-    assert html.splitlines()[0].startswith("<!-- fastraft pacelc - -out ")
+    assert html.splitlines()[0] == f"<!-- fastraft pacelc --out {out} --delays 0,20 " \
+        "--partitions leader --seconds 0.7 --partition-seconds 3 --writer-rate 40 -->"
     for png in ("latency_vs_delay.png", "availability.png", "staleness.png"):
         assert (out / png).stat().st_size > 5000
     res = json.loads((out / "results.json").read_text())

@@ -56,7 +56,7 @@ def test_report_files_first_line_mode_and_derived_classes(tmp_path) -> None:
     res = _results(NETNS_LABEL)
     path = write_report(res, str(tmp_path))
     text = open(path, encoding="utf-8").read()
-    assert text.splitlines()[0] == "<!-- fastraft pacelc - -out x - -delays 0,20 -->"
+    assert text.splitlines()[0] == "<!-- fastraft pacelc --out x --delays 0,20 -->"
     assert "<code>fastraft pacelc --out x --delays 0,20</code>" in text
     assert NETNS_LABEL in text
     # The classes shown are the ones derived from the figures above, with their reasons.

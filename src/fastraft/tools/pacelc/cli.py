@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import sys
 from typing import Any
@@ -178,6 +179,8 @@ def pacelc_command(out: str, delays: str, jitter_ms: float, loss_pct: float, sys
 
 
 def _delayer_missing() -> str | None:
+    if shutil.which("iptables") is None:
+        return "`iptables` is not installed (the delayer's NFQUEUE rule: apt-get install iptables)"
     try:
         import netfilterqueue  # noqa: F401
     except ImportError:

@@ -172,7 +172,9 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
     o = res["options"]
     mode = html.escape(res["mode"])
     cmd = html.escape(res["command"])
-    L = [f"<!-- {res['command'].replace('--', '- -')} -->",
+    # The exact command on the first line (HTML5 comments may hold "--"; not "-->" or "--!>").
+    first = res["command"].replace("-->", "- ->").replace("--!>", "- -!>")
+    L = [f"<!-- {first} -->",
          "<!DOCTYPE html><html><head><meta charset='utf-8'><title>fastraft PACELC lab</title>",
          f"<style>{_STYLE}</style></head><body>",
          "<h1>PACELC lab: fastraft's read levels beside etcd</h1>",
