@@ -109,15 +109,7 @@ class _Loopback:
         return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
 
     def close(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-        for p in self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-        self.procs.clear()
+        netns.kill_all(self.procs)
 
 
 def _free_port() -> int:

@@ -36,8 +36,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Faults", "Lab", "LabError", "Host", "available", "scratch_dir", "sweep", "PREFIX",
-           "SUBNET"]
+__all__ = ["Faults", "Lab", "LabError", "Host", "available", "kill_all", "scratch_dir", "sweep",
+           "PREFIX", "SUBNET"]
 
 PREFIX = "frlab"
 SUBNET = ipaddress.ip_network("10.213.0.0/24")
@@ -87,6 +87,19 @@ def _kill_namespace(ns: str) -> None:
         except (ProcessLookupError, ValueError):
             pass
     subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def kill_all(procs: list[subprocess.Popen]) -> None:
+    """SIGKILL each process still running (by PID), reap them all (bounded), empty the list."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    procs.clear()
 
 
 def scratch_dir(run_id: str) -> str:
@@ -326,15 +339,7 @@ class Lab:
     def close(self) -> None:
         """Kill our processes (by PID), then delete every namespace we made. Idempotent."""
         for host in self.hosts.values():
-            for p in host.procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGKILL)
-            for p in host.procs:
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    pass
-            host.procs.clear()
+            kill_all(host.procs)
         for ns in reversed(self._made):
             _kill_namespace(ns)
         self._made.clear()
