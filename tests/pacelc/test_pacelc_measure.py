@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fastraft.tools.pacelc.measure import (
+    contact_ages,
     latency,
     leader_agreed,
     leader_elected,
@@ -90,3 +91,13 @@ def test_leader_timings_from_status_samples() -> None:
     # n3's poll failed (no member id): it does not count; n1 agrees at 20.6.
     by_member["n3"] = [[20.3, None, None, "TimeoutError"], [20.4, 3, new, 4]]
     assert leader_agreed(by_member, 20.0) == pytest.approx(0.6)
+
+
+def test_contact_ages_of_the_answers_that_report_one() -> None:
+    ops = [["bounded", 0, 1, 5, None, 0.120], ["bounded", 0, 1, 5, None, 0.020],
+           ["bounded", 0, 1, None, "TooStaleError", None], ["bounded", 0, 1, 5, None, None],
+           ["serializable", 0, 1, 5, None]]  # an older record without the field
+    got = contact_ages(ops)
+    assert got is not None and got["answers"] == 2
+    assert got["max_ms"] == pytest.approx(120.0) and got["p50_ms"] == pytest.approx(120.0)
+    assert contact_ages(ops[2:]) is None

@@ -37,6 +37,7 @@ from fastraft.tools.pacelc import etcd as etcd_side
 from fastraft.tools.pacelc import netns
 from fastraft.tools.pacelc.classify import Verdict, classify
 from fastraft.tools.pacelc.measure import (
+    contact_ages,
     latency,
     leader_agreed,
     leader_elected,
@@ -313,6 +314,7 @@ def _else_point(c: _Cluster, scratch: str, delay: float, level: str, lead_name: 
         point["staleness_ms"] = _thin(st.ms)
         point["violations"] = st.violations[:20]
         point["background_writes"] = sum(1 for w in got["writes"] if w[4] is None)
+        point["contact_age"] = contact_ages(ops)
     lat = point["latency"]
     fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
     stale = point.get("staleness") or {}
@@ -372,7 +374,7 @@ def _partition(c: _Cluster, lab: netns.Lab, scratch: str, scenario: str, levels:
             reads = [op for op in by_side["lone"].get(lv, []) if t_cut <= op[1] <= t_heal]
             st = staleness(reads, writes, o.max_staleness if lv == "bounded" else None)
             stale[lv] = dict(st.summary(), violations_sample=st.violations[:10],
-                             samples_ms=_thin(st.ms))
+                             samples_ms=_thin(st.ms), contact_age=contact_ages(reads))
     majority_samples = [s for m in rest for s in docs[CLIENTS[MEMBERS.index(m)]]["status"]]
     result = {
         "scenario": scenario, "lone": lone, "leader_before": lead_name,

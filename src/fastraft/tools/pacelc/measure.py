@@ -1,8 +1,9 @@
 """Figures from the workload's records (workload.py): latency percentiles and throughput,
 staleness against the acknowledged write history, and what each side of a partition saw.
 
-Pure functions over records ``[level, invoke, complete, revision | None, error | None]``
-(times in seconds, CLOCK_MONOTONIC): no lab needed, unit-tested on their own.
+Pure functions over records ``[level, invoke, complete, revision | None, error | None,
+contact_age | None]`` (times in seconds, CLOCK_MONOTONIC; the last field optional): no lab
+needed, unit-tested on their own.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["Latency", "Staleness", "SideFigures", "latency", "staleness", "side_figures",
-           "leader_elected", "leader_agreed"]
+           "leader_elected", "leader_agreed", "contact_ages"]
 
 Op = Sequence[Any]
 _US = 1_000_000
@@ -183,3 +184,13 @@ def leader_agreed(samples_by_member: dict[str, list[Sequence[Any]]], t_heal: flo
         if t >= t_heal and len(set(cur.values())) == 1 and cur[m] not in (0, None):
             return t - t_heal
     return None
+
+
+def contact_ages(ops: Iterable[Op]) -> dict[str, Any] | None:
+    """p50/max (ms) of the contact age the answers reported (``header.contact_age``), and how
+    many answers reported one; None if none did."""
+    ages = sorted(op[5] * 1000.0 for op in ops
+                  if len(op) > 5 and op[4] is None and op[5] is not None)
+    if not ages:
+        return None
+    return {"answers": len(ages), "p50_ms": ages[len(ages) // 2], "max_ms": ages[-1]}

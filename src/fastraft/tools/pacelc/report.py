@@ -232,7 +232,9 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
     L.append("<p>Per successful read: the acknowledged writes it missed (revisions) and how "
              "long before the read was sent its answer was already outdated (ms). Both are "
              "lower bounds (a write counts from its acknowledgement). A bounded read whose ms "
-             "exceeds its bound is a violation.</p>")
+             "exceeds its bound is a violation. Contact age: what the answering member said "
+             "of its last contact with a leader (<code>header.contact_age</code>), where it "
+             "says.</p>")
     if "staleness.png" in images:
         L.append("<img src='staleness.png' alt='staleness distributions'>")
     rows = []
@@ -240,11 +242,14 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
         for p in s["else"]:
             st = p.get("staleness")
             if st:
+                age = p.get("contact_age") or {}
                 rows.append([html.escape(_label(name, p["level"])), _f(p["delay_ms"], 0),
                              st["reads"], st["stale"], _f(st["ms_p50"]), _f(st["ms_p99"]),
-                             _f(st["ms_max"]), _f(st["revs_max"]), st["violations"]])
+                             _f(st["ms_max"]), _f(st["revs_max"]), st["violations"],
+                             _f(age.get("p50_ms")), _f(age.get("max_ms"))])
     L.append(_table(["level", "delay ms", "reads", "stale", "ms p50", "ms p99", "ms max",
-                     "revs max", "bound violations"], rows))
+                     "revs max", "bound violations", "contact age p50 ms",
+                     "contact age max ms"], rows))
 
     L.append("<h2>Partitions</h2>")
     L.append(f"<p>Each: {o['pre_s']:g} s of load, the cut for {o['partition_s']:g} s, "
@@ -278,10 +283,11 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
             if p.get("staleness"):
                 rows = [[html.escape(_label(name, lv)), st["reads"], st["stale"],
                          _f(st["ms_p50"]), _f(st["ms_max"]), _f(st["revs_max"]),
-                         st["violations"]] for lv, st in p["staleness"].items()]
+                         st["violations"], _f((st.get("contact_age") or {}).get("max_ms"))]
+                        for lv, st in p["staleness"].items()]
                 L.append("<p>Staleness of the lone side's local reads during the cut:</p>")
                 L.append(_table(["level", "reads", "stale", "ms p50", "ms max", "revs max",
-                                 "bound violations"], rows))
+                                 "bound violations", "contact age max ms"], rows))
     L.append("<p>All figures: <a href='results.json'>results.json</a>.</p></body></html>")
     return "\n".join(L) + "\n"
 

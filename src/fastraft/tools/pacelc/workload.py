@@ -3,10 +3,12 @@ exec``) and records every operation it made, for measure.py to turn into figures
 
 Each operation is a *level*: ``write`` (a put), or a read at ``linearizable``, ``lease``,
 ``serializable`` or ``bounded`` (etcd: ``linearizable`` and ``serializable`` only). A record is
-``[level, invoke, complete, revision | None, error | None]``: invoke/complete are
-CLOCK_MONOTONIC (one clock for every process of the machine, namespaces included, so the write
-history of one worker and the reads of another compare); revision is the answer's
-``header.revision`` (what the member had applied); error the error's type name.
+``[level, invoke, complete, revision | None, error | None, contact_age | None]``:
+invoke/complete are CLOCK_MONOTONIC (one clock for every process of the machine, namespaces
+included, so the write history of one worker and the reads of another compare); revision is the
+answer's ``header.revision`` (what the member had applied); error the error's type name;
+contact_age the answer's ``header.contact_age`` (seconds since the answering member last heard
+from a leader, for local reads of builds that report it; etcd: None).
 
 Modes (every loop is bounded by a count and a time):
 
@@ -45,7 +47,7 @@ Op = list[Any]
 
 class Target(Protocol):
     def put(self, key: str, value: str) -> int: ...
-    def get(self, key: str, level: str) -> int: ...
+    def get(self, key: str, level: str) -> tuple[int, float | None]: ...
     def status(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
@@ -62,13 +64,14 @@ class _Fastraft:
     def put(self, key: str, value: str) -> int:
         return int(self.c.put(key, value).header.revision)
 
-    def get(self, key: str, level: str) -> int:
+    def get(self, key: str, level: str) -> tuple[int, float | None]:
         if level == "bounded":
             r = self.c.get(key, consistency=level,  # type: ignore[arg-type,call-arg,unused-ignore]
                            max_staleness=self.max_staleness)
         else:
             r = self.c.get(key, consistency=level)  # type: ignore[arg-type,unused-ignore]
-        return int(r.header.revision)
+        age = getattr(r.header, "contact_age", None)  # builds before read levels: absent
+        return int(r.header.revision), (None if age is None else float(age))
 
     def status(self) -> dict[str, Any]:
         st = self.c.status(self.endpoint)
@@ -87,10 +90,10 @@ class _Etcd:
     def put(self, key: str, value: str) -> int:
         return self.c.put(key, value)
 
-    def get(self, key: str, level: str) -> int:
+    def get(self, key: str, level: str) -> tuple[int, float | None]:
         if level not in ("linearizable", "serializable"):
             raise EtcdError("Unsupported", f"etcd has no {level} read")
-        return self.c.get(key, level == "serializable")
+        return self.c.get(key, level == "serializable"), None
 
     def status(self) -> dict[str, Any]:
         return self.c.status()
@@ -115,15 +118,16 @@ def one(t: Target, level: str, key: str, seq: int, tag: str) -> Op:
     """Run one operation and return its record (never raises for an operation's failure)."""
     t0 = time.monotonic()
     try:
+        age = None
         if level == "write":
             rev = t.put(key, f"{tag}:{seq}")
         else:
-            rev = t.get(key, level)
-        return [level, t0, time.monotonic(), rev, None]
+            rev, age = t.get(key, level)
+        return [level, t0, time.monotonic(), rev, None, age]
     # Any failure of the operation is a measurement (a refusal, a timeout, a level this build
     # does not have: BadRequest/TypeError), recorded by type name; nothing is swallowed silently.
     except Exception as e:  # noqa: BLE001
-        return [level, t0, time.monotonic(), None, _error_name(e)]
+        return [level, t0, time.monotonic(), None, _error_name(e), None]
 
 
 def closed(a: argparse.Namespace) -> dict[str, Any]:
