@@ -109,7 +109,7 @@ def pacelc_command(out: str, delays: str, jitter_ms: float, loss_pct: float, sys
 
     \b
     Examples:
-      fastraft pacelc --out pacelc-report                 the full lab (about 6 minutes)
+      fastraft pacelc --out pacelc-report                 the full lab (about 5 minutes)
       fastraft pacelc --delays 0,20 --partitions leader --seconds 2     a quick look
       fastraft pacelc --loopback --systems fastraft       without root (delay in transport)
 

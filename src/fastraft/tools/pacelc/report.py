@@ -258,7 +258,8 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
              "<i>leader</i>: the leader and its client cut off both ways; <i>follower</i>: a "
              "follower and its client; <i>oneway</i>: what the leader sends to the other "
              "members is dropped, what they send it arrives. Steady state: requests sent "
-             f"{o['settle_s']:g} s or more after the cut.</p>")
+             f"{o['settle_s']:g} s or more after the cut. Recovered: the first answer sent after "
+             f"healing (– : none within the {o['after_s']:g} s after it).</p>")
     if "availability.png" in images:
         L.append("<img src='availability.png' alt='availability under partitions'>")
     for name, s in _systems(res):
