@@ -94,9 +94,13 @@ def test_short_lab_run_both_systems(tmp_path) -> None:
     assert cls["etcd"]["linearizable"] == "PC/EC"
     assert cls["etcd"]["serializable"] == "PA/EL"
     # lease and bounded: classified when this build has them (the read-level work), else "-".
+    # When present they are the points in between: answered locally (EL), refused on the lone
+    # side once the lease or the freshness bound ran out (PC).
     for lv in ("lease", "bounded"):
         ok = sum(pt["latency"]["ok"] for pt in fr["else"] if pt["level"] == lv)
         assert (cls["fastraft"][lv] == "-/-") == (ok == 0), (lv, cls["fastraft"][lv])
+        if ok:
+            assert cls["fastraft"][lv] == "PC/EL", (lv, cls["fastraft"][lv])
 
     # Linearizable reads are never stale; a bounded read never exceeds its bound.
     for s in (fr, et):
