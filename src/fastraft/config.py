@@ -169,12 +169,12 @@ class ServerConfig:
     initial_cluster: tuple[tuple[str, tuple[str, ...]], ...]
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "fastraft-cluster"
+    experimental_peer_delay_ms: int = 0  # testing only: the transport's delay stage
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
-    experimental_peer_delay_ms: int = 0
     member_id: int = field(default=0)
     cluster_id: int = field(default=0)
 
@@ -344,9 +344,10 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
     if len(set(ids)) != len(ids):
         raise FlagError("initial-cluster", "two members have the same name and URLs")
     return ServerConfig(
+        experimental_peer_delay_ms=delay,
         name=name, data_dir=data_dir, listen_client_urls=listen_client,
         advertise_client_urls=advertise, listen_peer_urls=listen_peer,
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
         election_timeout=et, snapshot_count=snap, max_request_bytes=mrb, log_level=level,
-        experimental_peer_delay_ms=delay, member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))
+        member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))
