@@ -265,8 +265,7 @@ class _Delayers:
 # ------------------------------------------------------------------------------ measuring
 
 
-def _run_worker(hosts: Hosts, host: str, argv: list[str], out: str, timeout: float
-                ) -> subprocess.Popen:
+def _run_worker(hosts: Hosts, host: str, argv: list[str], out: str) -> subprocess.Popen:
     return hosts.popen(host, [*argv, "--out", out], stdout=subprocess.DEVNULL,
                        stderr=subprocess.PIPE, text=True)
 
@@ -303,7 +302,7 @@ def _else_point(c: _Cluster, scratch: str, delay: float, level: str, lead_name: 
     reader = _run_worker(c.hosts, reader_host, c.worker(
         reader_host, "closed", "--endpoint", c.endpoint[follower], "--level", level,
         "--conc", str(o.conc), "--tag", "fg", "--seconds", str(o.seconds),
-        "--max-ops", str(o.max_ops), *bg), rd_out, o.seconds + 30)
+        "--max-ops", str(o.max_ops), *bg), rd_out)
     got = _collect(reader, rd_out, o.seconds + 60)
     ops = got["ops"]
     point: dict[str, Any] = {"delay_ms": delay, "level": level, "at": follower,
@@ -344,7 +343,7 @@ def _partition(c: _Cluster, lab: netns.Lab, scratch: str, scenario: str, levels:
         procs[h] = (out, _run_worker(c.hosts, h, c.worker(
             h, "sides", "--endpoint", c.endpoint[m], "--levels", ",".join(levels),
             "--until", str(until), "--pause", "0.02", "--tag", h,
-            "--max-ops", str(int(total / 0.02) + 10)), out, total + 30))
+            "--max-ops", str(int(total / 0.02) + 10)), out))
     time.sleep(o.pre_s)
     lone_client = CLIENTS[MEMBERS.index(lone)]
     rest_clients = [CLIENTS[MEMBERS.index(m)] for m in rest]
@@ -466,7 +465,7 @@ def _warm_up(c: _Cluster, scratch: str, o: Options) -> None:
     out = os.path.join(scratch, f"warm-{time.monotonic_ns()}.json")
     p = _run_worker(c.hosts, "c1", c.worker("c1", "writer", "--endpoint", c.endpoint[lead],
                                             "--rate", "200", "--seconds", str(min(1.0, o.seconds)),
-                                            "--tag", "warm"), out, 30)
+                                            "--tag", "warm"), out)
     _collect(p, out, 30)
 
 
