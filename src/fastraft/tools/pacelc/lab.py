@@ -55,7 +55,7 @@ LOOPBACK_LABEL = "loopback, delay in the transport"
 NETNS_LABEL = "network namespaces, NFQUEUE delayer"
 SCENARIOS = ("leader", "follower", "oneway")
 _STALE_LEVELS = ("serializable", "bounded", "linearizable", "lease")
-_KEEP_SAMPLES = 4000  # staleness samples kept per point for the plots
+_KEEP_SAMPLES = 1000  # staleness samples kept per point for the plots
 
 
 @dataclass
