@@ -139,6 +139,8 @@ def serve(config_file: str | None, **values: str | None) -> None:
     With --listen-metrics-urls http://127.0.0.1:2381 the member serves, on that port of its
     own: /health (leader + linearizable read, as etcd's), /readyz (caught up with the leader,
     not a learner), /livez and /metrics (Prometheus, etcd's metric names), e.g.
+
+    \b
       curl -s http://127.0.0.1:2381/metrics | grep etcd_server_has_leader
 
     Every flag can also be set with FASTRAFT_<FLAG> (e.g. FASTRAFT_DATA_DIR).

@@ -31,6 +31,7 @@ MAX_HEAD_BYTES = 8192
 MAX_HEADERS = 64
 MAX_CONNECTIONS = 128
 IDLE_TIMEOUT = 30.0
+LINGER = 2.0  # seconds to drop a client's input after refusing its request, then close
 
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
             431: "Request Header Fields Too Large", 500: "Internal Server Error",
@@ -120,6 +121,8 @@ class _HttpConnection(asyncio.Protocol):
         self._buf = bytearray()
         self._busy = False  # a handler is running; reading is paused
         self._idle: asyncio.TimerHandle | None = None
+        self._draining = False  # answered an unparsable request: discard input, then close
+        self._eof = False  # the client will send nothing more
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -145,14 +148,24 @@ class _HttpConnection(asyncio.Protocol):
             self.transport.close()
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            return
         self._buf += data
         self._arm_idle()
         if not self._busy:
             self._serve()
 
+    def eof_received(self) -> bool | None:
+        # A half-closed client still gets the answers to what it sent; then we close.
+        self._eof = True
+        if self._draining or not self._busy:
+            self._serve()
+            self._close()
+        return True
+
     def _serve(self) -> None:
         """Answer every complete request in the buffer, in order, until one must wait."""
-        while self.transport is not None and not self._busy:
+        while self.transport is not None and not self._busy and not self._draining:
             if self._buf[:1] in (b"\r", b"\n"):
                 # Empty lines before a request line are ignored (RFC 9112 §2.2).
                 self._buf = bytearray(self._buf.lstrip(b"\r\n"))
@@ -210,6 +223,8 @@ class _HttpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.resume_reading()
             self._serve()
+            if self._eof and not self._busy:
+                self._close()
 
     def _write(self, req: _Request, res: Response) -> None:
         t = self.transport
@@ -227,10 +242,27 @@ class _HttpConnection(asyncio.Protocol):
             self.transport = None
 
     def _fail(self, status: int, why: str) -> None:
-        """Answer a request we cannot parse, then close: the stream cannot be split any more."""
+        """Answer a request we cannot parse, then close: the stream cannot be split any more.
+
+        A lingering close: our side is shut after the answer, and what the client still sends
+        is read and dropped for a moment; closing at once with unread input would send a
+        reset, which can destroy the answer before the client reads it."""
+        t = self.transport
         self._buf.clear()
-        self._write(_Request("GET", "", "", keep_alive=False),
-                    Response(status, (why + "\n").encode()))
+        if t is None:
+            return
+        body = (why + "\n").encode()
+        t.write((f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: text/plain; "
+                 f"charset=utf-8\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                 ).encode("latin-1") + body)
+        self._draining = True
+        if t.can_write_eof():
+            t.write_eof()
+            if self._idle is not None:
+                self._idle.cancel()
+            self._idle = self.server.loop.call_later(LINGER, self._close)
+        else:
+            self._close()
 
 
 class HttpServer:
@@ -247,6 +279,12 @@ class HttpServer:
     def loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
         return self._loop
+
+    @property
+    def addrs(self) -> list[tuple[str, int]]:
+        """The bound (host, port) of every listening socket (port 0 resolved)."""
+        return [s.getsockname()[:2] for srv in self._servers
+                for s in cast(asyncio.Server, srv).sockets]
 
     async def start(self, addrs: list[tuple[str, int]]) -> None:
         self._loop = asyncio.get_running_loop()

@@ -90,6 +90,7 @@ from fastraft.raft.core import (
     Ready,
     Snapshot,
     decode_conf_change,
+    heartbeat_round_of,
 )
 from fastraft.server.join import discover_cluster
 from fastraft.server.membership import (
@@ -120,6 +121,7 @@ log = logging.getLogger("fastraft.node")
 WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
 MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 SNAP = MsgType.MsgSnap.value
+HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 
 # Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
 # client can never propose one; the node recognises it by its msgpack prefix without decoding.
@@ -411,7 +413,10 @@ class Node:
     def _on_peer_message(self, m: Message) -> None:
         if self._closed or self.raft is None:
             return
-        if m.type == SNAP:
+        if m.type == HEARTBEAT_RESP and m.term == self.raft.term:
+            self.stats.on_heartbeat_echo(m.frm, heartbeat_round_of(m.context),
+                                         time.perf_counter())
+        elif m.type == SNAP:
             # Snapshots arrive on snapshot streams only (server/snapshotter.py: checksummed,
             # staged, installed in one write). One in a message frame comes from an older
             # member or is forged: its data must never reach the core.
@@ -439,6 +444,9 @@ class Node:
         hs = rd.hard_state
         st = self.storage
         assert st is not None and self._loop is not None
+        if raft.heartbeat_round != self.stats.heartbeat_round:  # a round goes out in this pass
+            self.stats.heartbeat_round = raft.heartbeat_round
+            self.stats.on_heartbeat_round(raft.heartbeat_round, time.perf_counter())
         if not (rd.entries or rd.snapshot is not None
                 or (hs is not None and (hs[0], hs[1]) != self._saved_term_vote)):
             # Nothing must be durable first: at most the commit index moved, which (as etcd's

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -35,8 +36,9 @@ class LinearizableReads:
                  schedule_ready: Callable[[], None],
                  latency: Buckets | None = None) -> None:
         self.name = name
-        self._latency = latency  # observed once per round served (not per read)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        # Observed once per round served (not per read), in perf_counter seconds: uvloop's
+        # loop.time() counts whole milliseconds, coarser than a ReadIndex round on loopback.
+        self._latency = latency
         self.read_timeout = read_timeout
         self._raft = raft
         self._closed = closed
@@ -58,7 +60,6 @@ class LinearizableReads:
 
         ``on_index(read index)``, for a read with its own ``timeout``, is called when the leader
         confirms the index, before the wait for it to apply."""
-        self._loop = loop
         raft = self._raft()
         assert raft is not None
         if raft.leader == 0:
@@ -67,8 +68,7 @@ class LinearizableReads:
         b = self._batch
         if b is None or timeout is not None:
             ctx = self._nonce + next(self._seq).to_bytes(8, "big")
-            now = loop.time()
-            b = ReadBatch(ctx, now + (timeout or self.read_timeout), now)
+            b = ReadBatch(ctx, loop.time() + (timeout or self.read_timeout), time.perf_counter())
             if timeout is None:
                 self._batch = b
             else:
@@ -152,8 +152,8 @@ class LinearizableReads:
             self._finish(b, err)
 
     def _finish(self, b: ReadBatch, err: FastraftError | None) -> None:
-        if err is None and self._latency is not None and self._loop is not None:
-            self._latency.observe(self._loop.time() - b.asked)
+        if err is None and self._latency is not None:
+            self._latency.observe(time.perf_counter() - b.asked)
         for cb in b.cbs:
             try:
                 cb(err)

@@ -25,6 +25,8 @@ RTT_BUCKETS = exponential(0.0001, 2, 16)
 # Ours: apply and read-index latencies from 50 µs; batch sizes 1 .. 4096 (ProposalBatch's bound).
 LATENCY_BUCKETS = exponential(0.00005, 2, 18)
 BATCH_BUCKETS = exponential(1, 2, 13)
+# Heartbeat rounds whose send time is kept: an echo of an older one is not timed.
+RTT_ROUNDS_KEPT = 64
 
 
 class Buckets:
@@ -59,6 +61,8 @@ class NodeStats:
         self.wal_fsync_seconds = Buckets(DISK_BUCKETS)
         self.backend_commit_seconds = Buckets(DISK_BUCKETS)
         self.peer_rtt: dict[int, Buckets] = {}
+        self.heartbeat_round = 0  # the last round seen going out
+        self._round_sent: dict[int, float] = {}  # heartbeat round -> loop time sent
         self.snapshot_sends: dict[tuple[int, bool], int] = {}  # (to, ok) -> count
         self.snapshot_bytes_sent = 0
         self.snapshot_receives: dict[bool, int] = {}
@@ -71,11 +75,23 @@ class NodeStats:
             self.leader_changes += 1
         self.leader = leader
 
-    def on_peer_rtt(self, peer: int, seconds: float) -> None:
+    def on_heartbeat_round(self, round_: int, now: float) -> None:
+        """A ready pass is about to send heartbeat round ``round_`` (the core numbers them).
+        ``now`` here and in on_heartbeat_echo is ``time.perf_counter()``: uvloop's loop.time()
+        counts whole milliseconds, too coarse for a loopback round trip."""
+        self._round_sent[round_] = now
+        self._round_sent.pop(round_ - RTT_ROUNDS_KEPT, None)  # bounded: recent rounds only
+
+    def on_heartbeat_echo(self, peer: int, round_: int, now: float) -> None:
+        """``peer`` echoed round ``round_``: one round trip, as the two members' loops see it
+        (the wire plus each side's scheduling)."""
+        sent = self._round_sent.get(round_)
+        if sent is None:
+            return
         b = self.peer_rtt.get(peer)
         if b is None:
             b = self.peer_rtt[peer] = Buckets(RTT_BUCKETS)
-        b.observe(seconds)
+        b.observe(now - sent)
 
     def on_snapshot_sent(self, to: int, ok: bool, nbytes: int) -> None:
         self.snapshot_sends[(to, ok)] = self.snapshot_sends.get((to, ok), 0) + 1

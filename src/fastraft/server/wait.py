@@ -50,6 +50,6 @@ class ReadBatch:
         self.deadline = deadline
         self.leader = 0
         self.index = 0
-        self.asked = asked  # loop time of the ask (the read-index latency metric)
+        self.asked = asked  # perf_counter() at the ask (the read-index latency metric)
         # Told the read index once the leader confirms it (readiness compares it to applied).
         self.on_index: Callable[[int], None] | None = None
