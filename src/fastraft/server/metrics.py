@@ -100,7 +100,8 @@ class MemberCollector(Collector):
             "The latency distributions of fsync called by WAL.")
         yield _histogram(
             s.backend_commit_seconds, "etcd_disk_backend_commit_duration_seconds",
-            "The latency distributions of commit called by backend.")
+            "The latency distributions of commit called by backend (here: each RocksDB "
+            "write batch, log appends and key-value applies, unsynced).")
         rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
                                     "Round-Trip-Time histogram between peers",
                                     labels=["To"])

@@ -30,9 +30,10 @@ RTT_ROUNDS_KEPT = 64
 
 
 class Buckets:
-    """A histogram kept as plain counts: ``observe`` is a bisect and two additions (no lock:
-    each is observed from one thread at a time, and a scrape reading a count mid-update sees
-    the old or the new value, both fine for monitoring)."""
+    """A histogram kept as plain counts: ``observe`` is a bisect and two additions, no lock.
+    Each is observed from one thread at a time (the fsync one from the loop or the sync
+    thread, never both at once: one ready is outstanding); a scrape reading mid-update sees
+    the old or the new count, fine for monitoring."""
 
     __slots__ = ("bounds", "counts", "sum")
 
