@@ -42,14 +42,20 @@ def _run(coro: Any) -> Any:
     return asyncio.run(asyncio.wait_for(coro, 5))
 
 
+async def _asked(node: Any, check: Any) -> tuple[asyncio.Future[Any], Any, Any]:
+    """Start ``check``; return it with the (cb, on_index) of the read it asked for."""
+    task = asyncio.ensure_future(check)
+    await asyncio.sleep(0)
+    cb, on_index = node.reads.calls[-1]
+    return task, cb, on_index
+
+
 def test_readyz_far_behind_the_read_index_is_503_without_waiting_for_the_apply() -> None:
     node = _node(applied=10)
     http = MemberHttp(node, max_lag=100)
 
     async def t() -> Any:
-        task = asyncio.ensure_future(http.readyz(""))
-        await asyncio.sleep(0)
-        cb, on_index = node.reads.calls[0]
+        task, _, on_index = await _asked(node, http.readyz(""))
         on_index(500)  # the leader had committed 500; we applied 10
         return await task
 
@@ -62,9 +68,7 @@ def test_readyz_a_little_behind_waits_for_the_apply_then_is_ready() -> None:
     http = MemberHttp(node, max_lag=100)
 
     async def t() -> Any:
-        task = asyncio.ensure_future(http.readyz(""))
-        await asyncio.sleep(0)
-        cb, on_index = node.reads.calls[0]
+        task, cb, on_index = await _asked(node, http.readyz(""))
         on_index(60)
         await asyncio.sleep(0.01)
         assert not task.done()  # 50 behind: within the lag, waits for the apply
@@ -84,9 +88,8 @@ def test_readyz_learner_no_leader_and_read_failure_are_503() -> None:
     http = MemberHttp(node, 100)
 
     async def t() -> Any:
-        task = asyncio.ensure_future(http.readyz(""))
-        await asyncio.sleep(0)
-        node.reads.calls[0][0](NoLeaderError("the read could not be confirmed"))
+        task, cb, _ = await _asked(node, http.readyz(""))
+        cb(NoLeaderError("the read could not be confirmed"))
         return await task
 
     res = _run(t())
@@ -98,9 +101,8 @@ def test_health_is_etcds_json_and_is_counted() -> None:
     http = MemberHttp(node, 100)
 
     async def t(err: FastraftError | None) -> Any:
-        task = asyncio.ensure_future(http.health(""))
-        await asyncio.sleep(0)
-        node.reads.calls[-1][0](err)
+        task, cb, _ = await _asked(node, http.health(""))
+        cb(err)
         return await task
 
     ok = _run(t(None))
