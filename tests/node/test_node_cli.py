@@ -135,6 +135,19 @@ def test_metrics_urls_from_the_environment_and_off_by_default() -> None:
     assert cfg.readyz_max_lag == 10000
 
 
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path) -> None:
+    cport, pport, mport = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", mport))
+        taken.listen()
+        p = _fastraft("serve", "--name", "m1", "--data-dir", str(tmp_path / "d"),
+                      "--listen-client-urls", f"http://127.0.0.1:{cport}",
+                      "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+                      "--listen-metrics-urls", f"http://127.0.0.1:{mport}")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].startswith("fastraft: error: cannot start:"), p.stderr
+
+
 def test_serve_from_a_config_file(tmp_path) -> None:
     cport, pport = free_ports(2)
     f = tmp_path / "m.toml"
