@@ -18,13 +18,18 @@ def _boom(query: str) -> Response:
     raise RuntimeError("handler bug")
 
 
+BIG = 256 * 1024
 ROUTES: dict[str, Route] = {"/a": lambda q: Response(200, b"A " + q.encode()),
-                            "/slow": _slow, "/boom": _boom}
+                            "/slow": _slow, "/boom": _boom,
+                            "/big": lambda q: Response(200, b"x" * BIG)}
 
 
-def _run(test: Callable[[tuple[str, int]], Awaitable[None]]) -> None:
+def _run(test: Callable[[tuple[str, int]], Awaitable[None]],
+         server: list[HttpServer] | None = None) -> None:
     async def main() -> None:
         srv = HttpServer(dict(ROUTES))
+        if server is not None:
+            server.append(srv)
         await srv.start([("127.0.0.1", 0)])
         try:
             await test(srv.addrs[0])
@@ -161,3 +166,26 @@ def test_random_bytes_never_break_the_server() -> None:
         assert _responses(await _exchange(addr, b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n"
                                           ))[0][0] == 200
     _run(t)
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_buffered_for_without_bound() -> None:
+    srv: list[HttpServer] = []
+    n = 40  # 10 MiB of answers asked for at once
+
+    async def t(addr: tuple[str, int]) -> None:
+        r, w = await asyncio.open_connection(*addr)
+        w.write(b"GET /big HTTP/1.1\r\n\r\n" * (n - 1)
+                + b"GET /big HTTP/1.1\r\nConnection: close\r\n\r\n")
+        await asyncio.sleep(0.3)  # not reading: the server must stop producing answers
+        (conn,) = srv[0].connections
+        assert conn.transport is not None, "it wrote every answer while the client read none"
+        assert conn.transport.get_write_buffer_size() < 4 * BIG
+        got = 0
+        while True:
+            chunk = await asyncio.wait_for(r.read(1 << 20), 5)
+            if not chunk:
+                break
+            got += chunk.count(b"HTTP/1.1 200 OK")
+        w.close()
+        assert got == n  # and once it reads, it gets every answer
+    _run(t, srv)

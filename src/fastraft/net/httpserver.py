@@ -8,8 +8,9 @@ enough, and it is written to be safe against any bytes a client sends:
   a request with a body (which GET/HEAD do not have) gets ``400`` and a close, since the stream
   can no longer be split; another method gets ``405``.
 * requests on one connection are answered in order, one at a time (reading pauses while a
-  handler waits, e.g. for a ReadIndex); keep-alive as HTTP/1.1 says (``Connection: close``
-  and HTTP/1.0 close), and an idle connection is closed after :data:`IDLE_TIMEOUT`.
+  handler waits, e.g. for a ReadIndex, and while the client does not read its answers);
+  keep-alive as HTTP/1.1 says (``Connection: close`` and HTTP/1.0 close), and an idle
+  connection is closed after :data:`IDLE_TIMEOUT`.
 * connections are bounded (:data:`MAX_CONNECTIONS`); one more is closed at once.
 * a handler that raises answers ``500`` (and is logged): nothing escapes into the loop.
 """
@@ -123,6 +124,7 @@ class _HttpConnection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._draining = False  # answered an unparsable request: discard input, then close
         self._eof = False  # the client will send nothing more
+        self._write_paused = False  # the client does not read its answers: stop reading too
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -152,20 +154,45 @@ class _HttpConnection(asyncio.Protocol):
             return
         self._buf += data
         self._arm_idle()
-        if not self._busy:
-            self._serve()
+        self._serve()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._reading(False)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._reading(True)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Answer what is buffered; a client that half-closed is closed once all is answered."""
+        self._serve()
+        if self._eof and not (self._busy or self._write_paused or self._draining):
+            self._close()
+
+    def _reading(self, on: bool) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if not on:
+            t.pause_reading()
+        elif not self._busy and not self._write_paused:
+            t.resume_reading()
 
     def eof_received(self) -> bool | None:
         # A half-closed client still gets the answers to what it sent; then we close.
         self._eof = True
-        if self._draining or not self._busy:
-            self._serve()
+        if self._draining:
             self._close()
+        else:
+            self._pump()
         return True
 
     def _serve(self) -> None:
         """Answer every complete request in the buffer, in order, until one must wait."""
-        while self.transport is not None and not self._busy and not self._draining:
+        while (self.transport is not None and not self._busy and not self._draining
+               and not self._write_paused):
             if self._buf[:1] in (b"\r", b"\n"):
                 # Empty lines before a request line are ignored (RFC 9112 §2.2).
                 self._buf = bytearray(self._buf.lstrip(b"\r\n"))
@@ -201,8 +228,7 @@ class _HttpConnection(asyncio.Protocol):
                 self._write(req, res)
                 continue
             self._busy = True
-            if self.transport is not None:
-                self.transport.pause_reading()
+            self._reading(False)
             task = self.server.loop.create_task(self._wait(req, res))
             self.server.tasks.add(task)
             task.add_done_callback(self.server.tasks.discard)
@@ -221,10 +247,8 @@ class _HttpConnection(asyncio.Protocol):
             return
         self._write(req, res)
         if self.transport is not None:
-            self.transport.resume_reading()
-            self._serve()
-            if self._eof and not self._busy:
-                self._close()
+            self._reading(True)
+            self._pump()
 
     def _write(self, req: _Request, res: Response) -> None:
         t = self.transport
