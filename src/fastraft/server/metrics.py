@@ -55,34 +55,33 @@ class MemberCollector(Collector):
                                value={"name": node.cfg.name, "member_id": hex_id,
                                       "cluster_id": format(node.cfg.cluster_id, "x"),
                                       "version": _version.__version__})
-        yield _gauge("etcd_server_id", "Server or member ID in hexadecimal format. 1 for "
-                     "'server_id' label with current ID.", 1, ["server_id"], [hex_id])
-        yield _gauge("etcd_server_version", "Which version is running. 1 for 'server_version' "
-                     "label with current version.", 1, ["server_version"],
-                     [_version.__version__])
+        yield _gauge("etcd_server_id", "Always 1; the label holds this member's id in hex.",
+                     1, ["server_id"], [hex_id])
+        yield _gauge("etcd_server_version", "Always 1; the label holds the fastraft version.",
+                     1, ["server_version"], [_version.__version__])
         if raft is None or kv is None:
             return  # not started yet: identity only
         leader = raft.leader
-        yield _gauge("etcd_server_has_leader",
-                     "Whether or not a leader exists. 1 is existence, 0 is not.",
+        yield _gauge("etcd_server_has_leader", "1 while this member knows a leader, else 0.",
                      1 if leader else 0)
-        yield _gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if "
-                     "is, 0 otherwise.", 1 if raft.role == LEADER else 0)
-        yield _gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if "
-                     "is, 0 otherwise.", 1 if node.id in raft.learners else 0)
+        yield _gauge("etcd_server_is_leader", "1 while this member is the leader, else 0.",
+                     1 if raft.role == LEADER else 0)
+        yield _gauge("etcd_server_is_learner", "1 while this member is a learner, else 0.",
+                     1 if node.id in raft.learners else 0)
         yield CounterMetricFamily("etcd_server_leader_changes_seen",
-                                  "The number of leader changes seen.", s.leader_changes)
+                                  "Times this member saw a new leader.", s.leader_changes)
         yield _gauge("etcd_server_proposals_committed_total",
-                     "The total number of consensus proposals committed.", raft.commit)
+                     "The commit index: entries known committed.", raft.commit)
         yield _gauge("etcd_server_proposals_applied_total",
-                     "The total number of consensus proposals applied.", kv.applied)
+                     "The applied index: entries applied to the key-value store.", kv.applied)
         # Entries this leader appended and not applied yet (etcd: proposals in flight).
         pending = max(0, raft.last_index - kv.applied) if raft.role == LEADER else 0
         yield _gauge("etcd_server_proposals_pending",
-                     "The current number of pending proposals to commit.", pending)
+                     "Entries the leader appended and has not applied yet (0 on a follower).",
+                     pending)
         yield CounterMetricFamily("etcd_server_proposals_failed",
-                                  "The total number of failed proposals seen.",
-                                  s.proposals_failed)
+                                  "Client proposals refused, replaced by another leader's "
+                                  "entry, or timed out.", s.proposals_failed)
         yield _gauge("etcd_server_term", "The raft term of this member.", raft.term)
         health = CounterMetricFamily("fastraft_health_checks",
                                      "/health answers, by outcome.", labels=["result"])
@@ -90,21 +89,22 @@ class MemberCollector(Collector):
         health.add_metric(["failed"], s.health_failed)
         yield health
         yield _gauge("etcd_debugging_mvcc_current_revision",
-                     "The current revision of store.", kv.revision)
+                     "The key-value store's current revision.", kv.revision)
         if st is not None and not node._closed:
             yield _gauge("etcd_mvcc_db_total_size_in_bytes",
-                         "Total size of the underlying database physically allocated in bytes.",
+                         "Bytes on disk under the data dir (RocksDB files and snapshots).",
                          st.db_size())
         yield _histogram(
             s.wal_fsync_seconds, "etcd_disk_wal_fsync_duration_seconds",
-            "The latency distributions of fsync called by WAL.")
+            "Seconds per fsync of the RocksDB write-ahead log (one per ready pass that "
+            "persists).")
         yield _histogram(
             s.backend_commit_seconds, "etcd_disk_backend_commit_duration_seconds",
-            "The latency distributions of commit called by backend (here: each RocksDB "
-            "write batch, log appends and key-value applies, unsynced).")
+            "Seconds per RocksDB write batch (log appends and key-value applies; unsynced, "
+            "the fsync is the WAL metric).")
         rtt = HistogramMetricFamily("etcd_network_peer_round_trip_time_seconds",
-                                    "Round-Trip-Time histogram between peers",
-                                    labels=["To"])
+                                    "Seconds from a leader's heartbeat round going out to "
+                                    "each follower's echo.", labels=["To"])
         for peer, b in sorted(s.peer_rtt.items()):
             _add_buckets(rtt, b, [format(peer, "x")])
         yield rtt
