@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,7 +15,7 @@ import urllib.request
 import pytest
 
 from fastraft.config import build_config, cluster_id, member_id, parse_url
-from fastraft.tools.localcluster import free_ports, request
+from fastraft.tools.localcluster import _ephemeral_range, free_ports, request
 from fastraft.storage.logstore import Storage
 
 
@@ -182,15 +183,23 @@ def test_serve_from_a_config_file(tmp_path) -> None:
 
 
 def _free_base_port() -> int:
-    """A base B with B+10i, B+10i+1 and B+10i+2 (i < 3) all free on 127.0.0.1 right now."""
-    for base in range(42000, 60000, 97):
+    """A base B with B+10i, B+10i+1 and B+10i+2 (i < 3) all free on 127.0.0.1 right now.
+
+    Searched below the kernel's ephemeral range, as localcluster.free_ports does: a port in that
+    range can be taken as some outgoing connection's source port between this check and the
+    member's bind."""
+    lo, _ = _ephemeral_range()
+    start = 10000 if lo > 12000 else 1024
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(start, lo - 40)
         ports = [base + 10 * i + j for i in range(3) for j in range(3)]
         socks = []
         try:
             for p in ports:
                 s = socket.socket()
-                s.bind(("127.0.0.1", p))
                 socks.append(s)
+                s.bind(("127.0.0.1", p))
             return base
         except OSError:
             continue
