@@ -89,3 +89,20 @@ def test_a_killed_owner_is_swept_up(tmp_path) -> None:
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
         time.sleep(0.1)
     assert not [pid for pid in pids if _alive(pid)], "processes survived the sweep"
+
+
+def test_the_lab_adds_nothing_to_the_root_namespace_and_checks_routes() -> None:
+    why = netns.available()
+    if why is not None:
+        pytest.skip(why)
+    before = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    with netns.Lab(["a", "b"], tag="rt") as lab:
+        lab.check_route("a", lab.hosts["b"].addr)
+        for addr in ("127.0.0.1", "192.0.2.1"):  # not lab addresses: refused before any send
+            with pytest.raises(netns.LabError, match="not a lab address"):
+                lab.check_route("a", addr)
+        # The root namespace gained no link and no route into the lab's subnet.
+        assert subprocess.run(["ip", "-o", "link"], capture_output=True,
+                              text=True).stdout == before
+        assert not subprocess.run(["ip", "route", "show", str(netns.SUBNET)],
+                                  capture_output=True, text=True).stdout.strip()
