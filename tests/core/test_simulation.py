@@ -1,8 +1,9 @@
 """Seeded random simulations of 3- and 5-member clusters under faults (drops, duplicates, delays,
 reordering, partitions, crashes with restarts from durable state, slow disks), leadership
 transfers, membership changes (add learner, promote, remove, re-add), linearizable reads with
-member-local contexts and lease and bounded-staleness reads (raftsim.py says how each is checked), with the Raft safety properties checked after every step, the client
-history checked for linearizability and liveness checked after a final heal.
+member-local contexts, and lease and bounded-staleness reads (raftsim.py says how each is
+checked), with the Raft safety properties checked after every step, the client history checked
+for linearizability and liveness checked after a final heal.
 
 Replay one seed:   FASTRAFT_SIM_SEED=<n> pytest tests/core/test_simulation.py -k <test>
 Wider sweep:       FASTRAFT_SIM_SEEDS=2000 pytest tests/core/test_simulation.py

@@ -41,6 +41,8 @@ def _fastraft(*args: str, env: dict[str, str] | None = None, cwd: str | None = N
     (["--snapshot-count", "0"], "--snapshot-count", "at least 1"),
     (["--log-level", "loud"], "--log-level", "loud"),
     (["--max-request-bytes", "-5"], "--max-request-bytes", "at least"),
+    (["--lease-clock-drift", "900"], "--lease-clock-drift", "leaves no lease"),
+    (["--lease-clock-drift", "-1"], "--lease-clock-drift", "at least 0"),
 ])
 def test_bad_flag_exits_2_with_one_line(tmp_path, args: list[str], flag: str,
                                         words: str) -> None:
