@@ -723,7 +723,7 @@ class Cluster:
             for m in list(self.members.values()):
                 if m.alive:
                     m.raft.tick()
-                    m.levels.on_tick(m.raft, float(self.now))
+                    m.levels.on_tick(m.raft, float(self.now), m.sm.index)
         for m in list(self.members.values()):
             m.step_persist_timer()
             m.pump()

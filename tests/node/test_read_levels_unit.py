@@ -89,3 +89,16 @@ def test_lease_lasts_election_timeout_less_a_tick_less_drift() -> None:
     with pytest.raises(ValueError):
         ReadLevels(election_timeout=1.0, heartbeat_interval=0.1, clock_drift=0.9,
                    election_tick=10)
+
+
+def test_leader_contacts_stay_bounded_and_only_grow_more_conservative() -> None:
+    c = LeaderContacts()
+    for i in range(10 * LeaderContacts.MAX_ENTRIES):
+        c.record(float(i), i + 1)
+    assert len(c._commits) <= LeaderContacts.MAX_ENTRIES
+    # Whatever was dropped, no applied index finds evidence fresher than it really had.
+    for applied in (1, 500, 5000, 10 * LeaderContacts.MAX_ENTRIES):
+        f = c.fresh_since(applied)
+        assert f is not None and f[1] <= applied and f[0] <= applied - 1
+    c.prune(10 * LeaderContacts.MAX_ENTRIES)
+    assert len(c._commits) == 1

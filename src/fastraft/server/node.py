@@ -403,7 +403,7 @@ class Node:
         assert self._loop is not None and self.raft is not None
         self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
         self.raft.tick()
-        self.levels.levels.on_tick(self.raft, time.monotonic())
+        self.levels.on_tick()
         self._expire(self._loop.time())
         self._schedule_ready()
 
@@ -418,7 +418,7 @@ class Node:
                         "snapshot streams)", self.cfg.name, m.frm)
             return
         self.raft.step(m)
-        self.levels.levels.on_stepped(self.raft, time.monotonic())
+        self.levels.on_stepped()
         self._schedule_ready()
 
     # ------------------------------------------------------------------ the ready pass

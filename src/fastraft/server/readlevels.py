@@ -101,6 +101,11 @@ class LeaderContacts:
     can still decide a read: with the commit indexes kept strictly increasing and the times too,
     the freshest evidence for ``applied`` is the last entry whose commit is <= applied."""
 
+    # At most this many entries (a follower far behind hears many commit indexes before it
+    # applies them): past it, every other older entry goes, which only makes the evidence for
+    # some applied indexes older (more conservative), never fresher.
+    MAX_ENTRIES = 1024
+
     def __init__(self) -> None:
         self._times: list[float] = []
         self._commits: list[int] = []
@@ -114,6 +119,14 @@ class LeaderContacts:
             self._times.pop()
         self._commits.append(commit)
         self._times.append(now)
+        if len(self._commits) > self.MAX_ENTRIES:
+            half = len(self._commits) // 2
+            del self._commits[1:half:2]
+            del self._times[1:half:2]
+
+    def prune(self, applied: int) -> None:
+        """Forget what ``applied`` has made useless (called as it grows)."""
+        self.fresh_since(applied)
 
     def fresh_since(self, applied: int) -> tuple[float, int] | None:
         """(arrival time, commit) of the newest contact whose commit ``applied`` covers."""
@@ -159,9 +172,10 @@ class ReadLevels:
         self._raft: Raft | None = None
 
     # ------------------------------------------------------------------ evidence
-    def on_tick(self, raft: Raft, now: float) -> None:
+    def on_tick(self, raft: Raft, now: float, applied: int) -> None:
         self._adopt(raft)
         self.clock.record(raft.ticks, now)
+        self.contacts.prune(applied)
         if raft.role == LEADER:
             # A leader's quorum round is evidence like a follower's contact: kept, so it still
             # counts (and dates the contact) after this member steps down.
@@ -277,6 +291,18 @@ class LevelReads:
         self._linearizable = linearizable
         self._wait_applied = wait_applied
         self._not_leader = not_leader
+
+    def on_tick(self) -> None:
+        """After every ``raft.tick()``."""
+        raft = self._raft()
+        if raft is not None:
+            self.levels.on_tick(raft, self._now(), self._applied())
+
+    def on_stepped(self) -> None:
+        """After every ``raft.step()``."""
+        raft = self._raft()
+        if raft is not None:
+            self.levels.on_stepped(raft, self._now())
 
     def read(self, level: str, bound: float | None, cb: LevelCallback) -> None:
         """Call ``cb(None, contact_age)`` once local state may be read at ``level``, or
