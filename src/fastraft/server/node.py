@@ -176,7 +176,6 @@ class Node:
             cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
             applied=lambda: self.kv.applied if self.kv is not None else 0,
             schedule_ready=self._schedule_ready, latency=self.stats.read_index_seconds)
-
         # Lease and bounded-staleness evidence (ticks -> time, leader contacts) and the
         # dispatch of a range to its read level (server/readlevels.py).
         self.levels = LevelReads(
