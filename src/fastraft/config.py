@@ -59,6 +59,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "heartbeat-interval": ("100", "time of one heartbeat (one Raft tick) in ms"),
     "election-timeout": ("1000", "time in ms without a leader before an election "
                                  "(at least 5x --heartbeat-interval)"),
+    "lease-clock-drift": ("100", "lease reads: how much sooner, in ms, a follower's election "
+                                 "timer may run out than the leader's clock says over one "
+                                 "election timeout (clock-rate difference and scheduling); the "
+                                 "lease lasts election-timeout - heartbeat-interval - this"),
     "snapshot-count": ("10000", "applied entries between two snapshots (log compaction)"),
     "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
                           "largest client request accepted, in bytes"),
@@ -176,6 +180,8 @@ class ServerConfig:
     experimental_peer_delay_ms: int = 0  # testing only: the transport's delay stage
     heartbeat_interval: int = 100
     election_timeout: int = 1000
+    # Shortens the leader's lease (see server/readlevels.py and the README's read levels).
+    lease_clock_drift: int = 100
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
@@ -350,6 +356,10 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         # etcd refuses the same: a timeout near the heartbeat makes elections start spuriously.
         raise FlagError("election-timeout", f"{et} ms must be at least 5x --heartbeat-interval "
                         f"({hb} ms), i.e. >= {5 * hb}")
+    drift = _int_flag("lease-clock-drift", raw("lease-clock-drift") or "", 0, 600_000)
+    if drift >= et - hb:
+        raise FlagError("lease-clock-drift", f"{drift} ms leaves no lease: it must be below "
+                        f"--election-timeout - --heartbeat-interval ({et - hb} ms)")
     snap = _int_flag("snapshot-count", raw("snapshot-count") or "", 1)
     mrb = _int_flag("max-request-bytes", raw("max-request-bytes") or "", 1024, 64 * 1024 * 1024)
     level = (raw("log-level") or "").strip().lower()
@@ -366,6 +376,6 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         advertise_client_urls=advertise, listen_peer_urls=listen_peer,
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
-        election_timeout=et, snapshot_count=snap, max_request_bytes=mrb, log_level=level,
-        listen_metrics_urls=listen_metrics, readyz_max_lag=max_lag,
+        election_timeout=et, lease_clock_drift=drift, snapshot_count=snap, max_request_bytes=mrb,
+        log_level=level, listen_metrics_urls=listen_metrics, readyz_max_lag=max_lag,
         member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))

@@ -47,6 +47,8 @@ def _fastraft(*args: str, env: dict[str, str] | None = None, cwd: str | None = N
      "port of their own"),
     (["--listen-metrics-urls", "ftp://127.0.0.1:2381"], "--listen-metrics-urls", "scheme"),
     (["--readyz-max-lag", "-1"], "--readyz-max-lag", "at least 0"),
+    (["--lease-clock-drift", "900"], "--lease-clock-drift", "leaves no lease"),
+    (["--lease-clock-drift", "-1"], "--lease-clock-drift", "at least 0"),
 ])
 def test_bad_flag_exits_2_with_one_line(tmp_path, args: list[str], flag: str,
                                         words: str) -> None:

@@ -104,6 +104,7 @@ from fastraft.server.membership import (
 from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
 from fastraft.server.syncer import Syncer
+from fastraft.server.readlevels import LevelReads, ReadLevels, parse_read_level
 from fastraft.server.reads import LinearizableReads
 from fastraft.server.stats import NodeStats
 from fastraft.server.wait import Responder, Waiter
@@ -175,6 +176,18 @@ class Node:
             cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
             applied=lambda: self.kv.applied if self.kv is not None else 0,
             schedule_ready=self._schedule_ready, latency=self.stats.read_index_seconds)
+        # Lease and bounded-staleness evidence (ticks -> time, leader contacts) and the
+        # dispatch of a range to its read level (server/readlevels.py).
+        self.levels = LevelReads(
+            ReadLevels(election_timeout=cfg.election_timeout / 1000.0,
+                       heartbeat_interval=cfg.heartbeat_interval / 1000.0,
+                       clock_drift=cfg.lease_clock_drift / 1000.0,
+                       election_tick=cfg.election_tick),
+            raft=lambda: self.raft, applied=lambda: self.kv.applied if self.kv is not None else 0,
+            now=time.monotonic,
+            linearizable=lambda cb: self.reads.read(self._running_loop(), cb),
+            wait_applied=lambda i, cb: self.reads.wait_applied(self._running_loop(), i, cb),
+            not_leader=self._not_leader)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
@@ -412,6 +425,7 @@ class Node:
         assert self._loop is not None and self.raft is not None
         self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
         self.raft.tick()
+        self.levels.on_tick()
         self._expire(self._loop.time())
         self._schedule_ready()
 
@@ -429,6 +443,7 @@ class Node:
                         "snapshot streams)", self.cfg.name, m.frm)
             return
         self.raft.step(m)
+        self.levels.on_stepped()
         self._schedule_ready()
 
     # ------------------------------------------------------------------ the ready pass
@@ -717,27 +732,7 @@ class Node:
         elif op in MEMBER_OPS:
             self._member_change(conn, req_id, op, args)
         elif op == "range":
-            serializable = args.pop("serializable", False)
-            if type(serializable) is not bool:
-                raise BadRequestError("range: serializable must be a bool")
-            kv.validate("range", args)
-
-            def do_range(err: FastraftError | None) -> None:
-                if err is not None:
-                    conn.reply(req_id, err, None)
-                    return
-                try:
-                    res = kv.range(**args)
-                except FastraftError as e:
-                    conn.reply(req_id, e, None)
-                    return
-                conn.reply(req_id, None, self._with_header(res, raft.term))
-
-            if serializable:
-                do_range(None)
-            else:
-                assert self._loop is not None
-                self.reads.read(self._loop, do_range)
+            self._range(conn, req_id, args)
         elif op == "status":
             conn.reply(req_id, None, self.status())
         elif op == "member_list":
@@ -752,6 +747,33 @@ class Node:
                 f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
                 "status, member_list, member_add, member_remove, member_promote, health, "
                 "watch, watch_cancel")
+
+    def _range(self, conn: Responder, req_id: int, args: dict[str, Any]) -> None:
+        """A range at its read level (server/readlevels.py); bad args raise before anything."""
+        kv, raft = self.kv, self.raft
+        assert kv is not None and raft is not None
+        level, bound = parse_read_level(args)
+        kv.validate("range", args)
+
+        def do_range(err: FastraftError | None, contact_age: float | None) -> None:
+            if err is not None:
+                conn.reply(req_id, err, None)
+                return
+            try:
+                res = kv.range(**args)
+            except FastraftError as e:
+                conn.reply(req_id, e, None)
+                return
+            res = self._with_header(res, raft.term)
+            if contact_age is not None:  # serializable and bounded answers only
+                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
+            conn.reply(req_id, None, res)
+
+        self.levels.read(level, bound, do_range)
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
 
     def _member_change(self, conn: Responder, req_id: int, op: str,
                        args: dict[str, Any]) -> None:

@@ -76,6 +76,18 @@ class LinearizableReads:
             loop.call_soon(self._flush, b)
         b.cbs.append(cb)
 
+    def wait_applied(self, loop: asyncio.AbstractEventLoop, index: int,
+                     cb: ReadCallback) -> None:
+        """Call ``cb(None)`` once the state machine has applied ``index`` (a lease read's
+        commit index), or ``cb(TimeoutError)`` after the read timeout."""
+        if self._applied() >= index:
+            cb(None)
+            return
+        b = ReadBatch(b"", loop.time() + self.read_timeout)
+        b.index = index
+        b.cbs.append(cb)
+        self._waiting_apply.append(b)
+
     def _flush(self, b: ReadBatch) -> None:
         if self._batch is b:
             self._batch = None
