@@ -102,16 +102,19 @@ def test_short_lab_run_both_systems(tmp_path) -> None:
         if ok:
             assert cls["fastraft"][lv] == "PC/EL", (lv, cls["fastraft"][lv])
 
-    # Linearizable reads are never stale; a bounded read never exceeds its bound.
+    # Linearizable and lease reads are never stale (with or without a partition); a bounded
+    # read never exceeds its bound.
     for s in (fr, et):
         for pt in s["else"]:
-            if pt["level"] == "linearizable":
+            if pt["level"] in ("linearizable", "lease"):
                 assert pt["staleness"]["stale"] == 0, pt["staleness"]
             if pt["level"] == "bounded":
                 assert pt["staleness"]["violations"] == 0, pt["violations"]
         for part in s["partitions"]:
             assert part["new_leader_s"] is not None and part["new_leader_s"] < 3.0
             assert part["staleness"].get("bounded", {}).get("violations", 0) == 0
+            for lv in ("linearizable", "lease"):
+                assert part["staleness"].get(lv, {}).get("stale", 0) == 0, (lv, part)
             lone, maj = part["sides"]["lone"], part["sides"]["majority"]
             assert lone["write"]["ok"] == 0 and maj["write"]["ok"] > 0
             assert lone["serializable"]["ok"] > 0

@@ -369,7 +369,9 @@ def _partition(c: _Cluster, lab: netns.Lab, scratch: str, scenario: str, levels:
                    for lv in levels} for s in by_side}
     stale: dict[str, Any] = {}
     for lv in levels:
-        if lv in ("serializable", "bounded"):
+        # Local reads: how stale. Linearizable and lease reads: a stale one would break their
+        # guarantee (a lease outliving the new leader's first write), so they are checked too.
+        if lv in _STALE_LEVELS:
             reads = [op for op in by_side["lone"].get(lv, []) if t_cut <= op[1] <= t_heal]
             st = staleness(reads, writes, o.max_staleness if lv == "bounded" else None)
             stale[lv] = dict(st.summary(), violations_sample=st.violations[:10],

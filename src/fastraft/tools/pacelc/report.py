@@ -137,7 +137,7 @@ def plot(res: dict[str, Any], out: str) -> list[str]:
               if p["level"] in ("serializable", "bounded") and p.get("staleness_ms")]
     cut = [(name, p["scenario"], lv, st["samples_ms"]) for name, s in systems
            for p in s.get("partitions", []) for lv, st in p.get("staleness", {}).items()
-           if st.get("samples_ms")]
+           if lv in ("serializable", "bounded") and st.get("samples_ms")]
     if series or cut:
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
         for ax, rows, title in (
@@ -286,7 +286,8 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
                          _f(st["ms_p50"]), _f(st["ms_max"]), _f(st["revs_max"]),
                          st["violations"], _f((st.get("contact_age") or {}).get("max_ms"))]
                         for lv, st in p["staleness"].items()]
-                L.append("<p>Staleness of the lone side's local reads during the cut:</p>")
+                L.append("<p>Staleness of the lone side's reads during the cut (a stale "
+                         "linearizable or lease read would break its guarantee):</p>")
                 L.append(_table(["level", "reads", "stale", "ms p50", "ms max", "revs max",
                                  "bound violations", "contact age max ms"], rows))
     L.append("<p>All figures: <a href='results.json'>results.json</a>.</p></body></html>")
