@@ -9,6 +9,7 @@ from fastraft.tools.pacelc.measure import (
     contact_ages,
     latency,
     leader_agreed,
+    leader_at,
     leader_elected,
     side_figures,
     staleness,
@@ -86,6 +87,10 @@ def test_leader_timings_from_status_samples() -> None:
     samples = [[9.9, 2, old, 3], [10.5, 2, old, 3], [11.2, 2, 0, 3], [11.4, 2, new, 4]]
     assert leader_elected(samples, old, 10.0) == pytest.approx(1.4)
     assert leader_elected(samples[:3], old, 10.0) is None
+    # Only during the cut: a change after healing is not the cut's election.
+    assert leader_elected(samples, old, 10.0, 11.3) is None
+    assert leader_at(samples, 11.3) == old and leader_at(samples, 12.0) == new
+    assert leader_at(samples, 9.0) is None
     by_member = {"n1": [[20.1, 1, old, 3], [20.6, 1, new, 4]],
                  "n2": [[20.2, 2, new, 4]], "n3": [[20.3, 3, None, "TimeoutError"]]}
     # n3's poll failed (no member id): it does not count; n1 agrees at 20.6.

@@ -138,6 +138,12 @@ def pacelc_command(out: str, delays: str, jitter_ms: float, loss_pct: float, sys
     nonzero = [d for d in o.delays_ms if d > 0]
     if jitter_ms < 0 or (nonzero and jitter_ms > min(nonzero)):
         raise click.UsageError("--jitter-ms must be within 0 and the smallest non-zero delay")
+    for mod in ("hdrh", "matplotlib"):  # needed only at the end: refuse before the long run
+        try:
+            __import__(mod)
+        except ImportError:
+            click.echo(f"fastraft pacelc: needs {mod}: pip install 'fastraft[lab]'", err=True)
+            sys.exit(2)
     if not loopback:
         why = netns.available()
         if why is None and nonzero:

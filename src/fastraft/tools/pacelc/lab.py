@@ -40,6 +40,7 @@ from fastraft.tools.pacelc.measure import (
     contact_ages,
     latency,
     leader_agreed,
+    leader_at,
     leader_elected,
     side_figures,
     staleness,
@@ -380,7 +381,11 @@ def _partition(c: _Cluster, lab: netns.Lab, scratch: str, scenario: str, levels:
     result = {
         "scenario": scenario, "lone": lone, "leader_before": lead_name,
         "t_partition_s": o.partition_s,
-        "new_leader_s": leader_elected(majority_samples, lead_id, t_cut),
+        "new_leader_s": leader_elected(majority_samples, lead_id, t_cut, t_heal),
+        # A leader change after healing: the returning member disrupted the majority's leader
+        # (a higher term from its own elections while cut off, when there is no pre-vote).
+        "leader_changed_after_heal_s": leader_elected(
+            majority_samples, leader_at(majority_samples, t_heal) or lead_id, t_heal),
         "agreed_after_heal_s": leader_agreed(
             {m: docs[CLIENTS[MEMBERS.index(m)]]["status"] for m in MEMBERS}, t_heal),
         "sides": figures, "staleness": stale,

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["Latency", "Staleness", "SideFigures", "latency", "staleness", "side_figures",
-           "leader_elected", "leader_agreed", "contact_ages"]
+           "leader_elected", "leader_at", "leader_agreed", "contact_ages"]
 
 Op = Sequence[Any]
 _US = 1_000_000
@@ -164,13 +164,20 @@ def side_figures(ops: Iterable[Op], t_cut: float, t_heal: float, settle: float) 
         recovery_s=after[0] - t_heal if after else None, errors=errors)
 
 
-def leader_elected(samples: Iterable[Sequence[Any]], old_leader: int, t_cut: float
-                   ) -> float | None:
-    """Seconds from the cut to the first status sample (of a majority-side member) naming a
-    leader other than ``old_leader``; None if none did."""
-    ts = [s[0] for s in samples if s[0] >= t_cut and s[1] is not None
+def leader_elected(samples: Iterable[Sequence[Any]], old_leader: int, t_from: float,
+                   t_until: float = float("inf")) -> float | None:
+    """Seconds from ``t_from`` to the first status sample before ``t_until`` (of a
+    majority-side member) naming a leader other than ``old_leader``; None if none did."""
+    ts = [s[0] for s in samples if t_from <= s[0] < t_until and s[1] is not None
           and s[2] not in (0, None, old_leader)]
-    return min(ts) - t_cut if ts else None
+    return min(ts) - t_from if ts else None
+
+
+def leader_at(samples: Iterable[Sequence[Any]], t: float) -> int | None:
+    """The last non-zero leader the samples named before ``t``."""
+    seen = sorted((s[0], s[2]) for s in samples
+                  if s[0] < t and s[1] is not None and s[2] not in (0, None))
+    return seen[-1][1] if seen else None
 
 
 def leader_agreed(samples_by_member: dict[str, list[Sequence[Any]]], t_heal: float

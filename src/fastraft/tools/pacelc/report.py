@@ -266,9 +266,11 @@ def render_html(res: dict[str, Any], images: Sequence[str]) -> str:
         for p in s.get("partitions", []):
             L.append(f"<h3>{html.escape(name)}: {html.escape(p['scenario'])} (lone member "
                      f"{html.escape(p['lone'])}, leader before {html.escape(p['leader_before'])})"
-                     f"</h3><p>New leader on the majority side: "
-                     f"{_f(p['new_leader_s'])} s after the cut; all members name one leader "
-                     f"{_f(p['agreed_after_heal_s'])} s after healing.</p>")
+                     f"</h3><p>New leader on the majority side during the cut: "
+                     f"{_f(p['new_leader_s'])} s after it (– : none); all members name one "
+                     f"leader {_f(p['agreed_after_heal_s'])} s after healing; the majority's "
+                     f"leader changed after healing: "
+                     f"{_f(p.get('leader_changed_after_heal_s'))} s after it (– : no).</p>")
             rows = []
             for side in ("lone", "majority"):
                 for lv in s["levels"]:
