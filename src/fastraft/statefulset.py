@@ -291,15 +291,19 @@ def data_dir(env: Mapping[str, str]) -> str:
 
 
 def probe(env: Mapping[str, str], path: str, timeout: float = 3.0) -> tuple[bool, str]:
-    """GET ``path`` on this member's metrics port (a container HEALTHCHECK): (ok, first line)."""
+    """GET ``path`` on this member's metrics port (a container HEALTHCHECK): (ok, first line).
+
+    Needs no pod name (``docker run`` without ``--hostname`` has none): the port from
+    FASTRAFT_METRICS_PORT, the address from FASTRAFT_HOSTS when it maps this pod, else loopback."""
     import urllib.error
     import urllib.request
 
-    p = pod_set(env)
-    host = p.hosts.get(p.name, "127.0.0.1")
-    url = f"http://{host}:{p.metrics_port}{path}"
+    port = _int(env, "FASTRAFT_METRICS_PORT", 2381, 1, 65535)
+    pod = (env.get("FASTRAFT_POD_NAME") or env.get("HOSTNAME") or "").strip()
+    host = _hosts(env.get("FASTRAFT_HOSTS", "")).get(pod, "127.0.0.1")
+    url = f"http://{host}:{port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - http on loopback
+        with urllib.request.urlopen(url, timeout=timeout) as r:  # noqa: S310 - our own member
             body = r.read(4096).decode("utf-8", "replace")
             return r.status == 200, f"{url}: {r.status} {body.strip()[:200]}"
     except urllib.error.HTTPError as e:
