@@ -56,6 +56,15 @@ for m in proc sys dev; do
     mounted+=("$ROOT/$m")
 done
 cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The host's trust store: where TLS to the package index passes a proxy with its own CA, the
+# host trusts it and a fresh userland does not.
+cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+# A clean environment in the chroot: none of the host's PIP_* or paths leak in.
+in_chroot() {
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+        PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        /bin/bash -euo pipefail -c "$1"
+}
 
 say "copying the source tree"
 rm -rf "$ROOT/src/fastraft"
@@ -64,7 +73,7 @@ mkdir -p "$ROOT/src/fastraft"
 git ls-files -co --exclude-standard -z | tar -C "$SRC" --null -T - -cf - | tar -C "$ROOT/src/fastraft" -xf -
 
 say "uname -m in the chroot: $(chroot "$ROOT" uname -m)"
-chroot "$ROOT" /bin/bash -euo pipefail -c '
+in_chroot '
     cd /src/fastraft
     [ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
     . /opt/venv/bin/activate
@@ -72,7 +81,7 @@ chroot "$ROOT" /bin/bash -euo pipefail -c '
     # Only binary wheels for the dependencies (a source build of rocksdict under emulation
     # would take hours): if an aarch64 wheel were missing, this fails here and says which.
     pip install -q --only-binary=:all: "Cython>=3.0" "setuptools>=68" wheel uvloop rocksdict \
-        msgpack click pytest pytest-benchmark hypothesis hdrhistogram
+        msgpack click pytest pytest-benchmark hypothesis
     python -c "import platform, sys; print(\"python\", sys.version.split()[0], platform.machine())"
     t0=$(date +%s)
     pip install -q --no-build-isolation --no-deps .
@@ -80,14 +89,13 @@ chroot "$ROOT" /bin/bash -euo pipefail -c '
         "$(python -c "import fastraft._core as c; print(c.__file__)")"
 '
 say "core and storage tests"
-chroot "$ROOT" /bin/bash -euo pipefail -c '
+in_chroot '
     cd /src/fastraft && . /opt/venv/bin/activate
-    # the installed package, not the source folder (the extension is built into site-packages)
-    python -m pytest -q -p no:cacheprovider\
+    python -m pytest -q -p no:cacheprovider \
         tests/core tests/storage
 '
 say "3-member walkthrough (fastraft demo)"
-chroot "$ROOT" /bin/bash -euo pipefail -c '
+in_chroot '
     cd / && . /opt/venv/bin/activate
     fastraft demo
 '
