@@ -99,3 +99,34 @@ def test_bad_environment_is_one_clear_error(env: dict[str, str], what: str) -> N
 
 def test_pod_name_override_for_runtimes_without_a_pod_hostname() -> None:
     assert pod_set({"HOSTNAME": "abc123", "FASTRAFT_POD_NAME": "fastraft-4"}).ordinal == 4
+
+
+def test_shrink_refuses_to_remove_founders_before_contacting_anyone() -> None:
+    from fastraft.statefulset import shrink
+
+    # FASTRAFT_HOSTS points nowhere reachable: the refusal must come before any connection.
+    env = {"HOSTNAME": "fastraft-0", "FASTRAFT_HOSTS": "fastraft-0=127.0.0.2"}
+    with pytest.raises(ConfigError, match="below the initial cluster size 3"):
+        shrink(env, 2)
+
+
+def test_flags_command_prints_the_derived_settings(tmp_path: object) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTRAFT_")}
+    env.update(HOSTNAME="fastraft-4", POD_NAMESPACE="kv",
+               FASTRAFT_DATA_DIR=os.path.join(str(tmp_path), "data"))
+    out = subprocess.run([sys.executable, "-m", "fastraft", "statefulset", "flags"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert f"FASTRAFT_INITIAL_ADVERTISE_PEER_URLS=http://{DNS.format(4)}:2380" in lines
+    assert "FASTRAFT_INITIAL_CLUSTER_STATE=existing" in lines
+    assert lines[-1].startswith("# joins first")  # empty data dir, ordinal 4 >= 3
+    bad = subprocess.run([sys.executable, "-m", "fastraft", "statefulset", "flags"],
+                         env={**env, "HOSTNAME": "web"}, capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 1 and bad.stderr.startswith("fastraft: error: pod name 'web'")
+    assert len(bad.stderr.strip().splitlines()) == 1
