@@ -45,6 +45,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "advertise-client-urls": (None, "client URLs to advertise to the cluster "
                                     "(default: --listen-client-urls)"),
     "listen-peer-urls": ("http://127.0.0.1:2380", "URL to listen on for peer traffic"),
+    "listen-metrics-urls": (None, "comma-separated http URLs to serve /health, /readyz, /livez "
+                                  "and /metrics (Prometheus) on (default: off)"),
+    "readyz-max-lag": ("10000", "a member more than this many entries behind the leader's "
+                                "commit index is not ready (/readyz answers 503)"),
     "initial-advertise-peer-urls": (None, "this member's peer URLs, as listed in "
                                           "--initial-cluster (default: --listen-peer-urls)"),
     "initial-cluster": (None, "initial members, name=peer-url,... "
@@ -170,6 +174,9 @@ class ServerConfig:
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
+    # The HTTP door (server/health.py): off when empty.
+    listen_metrics_urls: tuple[str, ...] = ()
+    readyz_max_lag: int = 10000
     member_id: int = field(default=0)
     cluster_id: int = field(default=0)
 
@@ -187,6 +194,9 @@ class ServerConfig:
 
     def peer_addr(self) -> tuple[str, int]:
         return parse_url(self.listen_peer_urls[0])
+
+    def metrics_addrs(self) -> list[tuple[str, int]]:
+        return [parse_url(u) for u in self.listen_metrics_urls]
 
 
 def _int_flag(flag: str, value: str, lo: int, hi: int | None = None) -> int:
@@ -304,6 +314,13 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         raise FlagError("listen-peer-urls", "exactly one peer URL is supported")
     iap_raw = raw("initial-advertise-peer-urls")
     adv_peer = _url_list("initial-advertise-peer-urls", iap_raw) if iap_raw else listen_peer
+    lm_raw = raw("listen-metrics-urls")
+    listen_metrics = _url_list("listen-metrics-urls", lm_raw) if lm_raw else ()
+    for u in listen_metrics:
+        if u in listen_client or u in listen_peer:
+            raise FlagError("listen-metrics-urls", f"{u} is also a client or peer URL: the "
+                            "metrics need a port of their own")
+    max_lag = _int_flag("readyz-max-lag", raw("readyz-max-lag") or "", 0)
     ic_raw = raw("initial-cluster")
     if ic_raw:
         initial = _parse_initial_cluster(ic_raw)
@@ -342,4 +359,5 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
         election_timeout=et, snapshot_count=snap, max_request_bytes=mrb, log_level=level,
+        listen_metrics_urls=listen_metrics, readyz_max_lag=max_lag,
         member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))

@@ -63,6 +63,7 @@ __all__ = [
     "ReadState",
     "Ready",
     "Snapshot",
+    "heartbeat_round_of",
 ]
 
 
@@ -131,6 +132,12 @@ _MAX_NUMBER = 1 << 62
 # A heartbeat's context, echoed by the follower: the leader's heartbeat round and the tick it was
 # sent at. Only the leader that made it reads it back (an answer of another term is dropped).
 _HB_CTX = struct.Struct(">QQ")
+
+
+def heartbeat_round_of(ctx: bytes) -> int:
+    """The heartbeat round a MsgHeartbeat(Resp) context carries (0: none). The host times peer
+    round trips by it (the core itself knows no time)."""
+    return _HB_CTX.unpack(ctx)[0] if len(ctx) == _HB_CTX.size else 0
 
 
 class Snapshot:
@@ -364,6 +371,11 @@ class Raft:
     @property
     def voters(self) -> tuple[int, ...]:
         return self.tracker.voters
+
+    @property
+    def heartbeat_round(self) -> int:
+        """The last heartbeat round this member sent as leader."""
+        return self._hb_round
 
     @property
     def learners(self) -> tuple[int, ...]:

@@ -48,7 +48,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack
 
@@ -90,6 +90,7 @@ from fastraft.raft.core import (
     Ready,
     Snapshot,
     decode_conf_change,
+    heartbeat_round_of,
 )
 from fastraft.server.join import discover_cluster
 from fastraft.server.membership import (
@@ -104,10 +105,14 @@ from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
 from fastraft.server.syncer import Syncer
 from fastraft.server.reads import LinearizableReads
+from fastraft.server.stats import NodeStats
 from fastraft.server.wait import Responder, Waiter
 from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
+
+if TYPE_CHECKING:
+    from fastraft.server.health import MemberHttp
 
 __all__ = ["Node", "PUBLISH_OP"]
 
@@ -116,6 +121,7 @@ log = logging.getLogger("fastraft.node")
 WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
 MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 SNAP = MsgType.MsgSnap.value
+HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 
 # Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
 # client can never propose one; the node recognises it by its msgpack prefix without decoding.
@@ -162,10 +168,13 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
+        # Plain counters for /metrics (server/stats.py): touched per batch, never per put.
+        self.stats = NodeStats()
+        self.http: MemberHttp | None = None  # /health, /readyz, /livez, /metrics
         self.reads = LinearizableReads(
             cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
             applied=lambda: self.kv.applied if self.kv is not None else 0,
-            schedule_ready=self._schedule_ready)
+            schedule_ready=self._schedule_ready, latency=self.stats.read_index_seconds)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
@@ -231,6 +240,12 @@ class Node:
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
             self.server.on_connection_lost = self.watch_hub.connection_lost
             await self.server.start(cfg.client_addrs())
+            st.on_sync_seconds = self.stats.wal_fsync_seconds.observe
+            st.on_write_seconds = self.stats.backend_commit_seconds.observe
+            if cfg.listen_metrics_urls:
+                from fastraft.server.health import MemberHttp  # prometheus-client only if asked
+                self.http = MemberHttp(self, cfg.readyz_max_lag)
+                await self.http.start(cfg.metrics_addrs())
         except BaseException:
             await self._close_io()
             raise
@@ -357,6 +372,8 @@ class Node:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.http is not None:
+            await self.http.stop()
         if self.server is not None:
             await self.server.stop()
         if self.transport is not None:
@@ -396,7 +413,10 @@ class Node:
     def _on_peer_message(self, m: Message) -> None:
         if self._closed or self.raft is None:
             return
-        if m.type == SNAP:
+        if m.type == HEARTBEAT_RESP and m.term == self.raft.term:
+            self.stats.on_heartbeat_echo(m.frm, heartbeat_round_of(m.context),
+                                         time.perf_counter())
+        elif m.type == SNAP:
             # Snapshots arrive on snapshot streams only (server/snapshotter.py: checksummed,
             # staged, installed in one write). One in a message frame comes from an older
             # member or is forged: its data must never reach the core.
@@ -424,6 +444,9 @@ class Node:
         hs = rd.hard_state
         st = self.storage
         assert st is not None and self._loop is not None
+        if raft.heartbeat_round != self.stats.heartbeat_round:  # a round goes out in this pass
+            self.stats.heartbeat_round = raft.heartbeat_round
+            self.stats.on_heartbeat_round(raft.heartbeat_round, time.perf_counter())
         if not (rd.entries or rd.snapshot is not None
                 or (hs is not None and (hs[0], hs[1]) != self._saved_term_vote)):
             # Nothing must be durable first: at most the commit index moved, which (as etcd's
@@ -574,7 +597,9 @@ class Node:
                 if e[ENTRY_INDEX] in self._cc_waiters:
                     # The change itself, or (other term) the entry that replaced it.
                     self._answer_conf_change(e)
+        started = time.perf_counter()
         results = kv.apply(to_apply)
+        self.stats.apply_seconds.observe(time.perf_counter() - started)
         if self.watch_hub.watchers:  # the only watch cost on the apply path
             self.watch_hub.notify()
         if self._waiters:
@@ -588,6 +613,7 @@ class Node:
                 replied.add(w.conn)
                 res = by_index.get(index)
                 if w.term != term_e or res is None:
+                    self.stats.proposals_failed += 1
                     w.conn.reply(w.req_id, NotCommittedError(
                         "the proposal was replaced by another leader's entry: not applied"), None)
                 elif isinstance(res, FastraftError):
@@ -659,6 +685,7 @@ class Node:
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
+        self.stats.on_leader(leader)
         self.reads.on_leader(leader)
         if role == LEADER:
             if self.id in self.members and not self._publish_pending:
@@ -866,6 +893,7 @@ class Node:
         except (NotLeaderError, ProposalDroppedError) as e:
             err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
                                   NotCommittedError("leadership transfer in progress: not applied"))
+            self.stats.proposals_failed += len(batch)
             for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, err, None)
@@ -873,6 +901,7 @@ class Node:
                 self._publish_pending = False
             return
         assert self._loop is not None
+        self.stats.proposal_batch.observe(len(batch))
         term = raft.term
         deadline = self._loop.time() + self.request_timeout
         first = last - len(batch) + 1
@@ -895,6 +924,7 @@ class Node:
             if w.deadline > now:
                 break  # insertion order is deadline order
             del self._waiters[index]
+            self.stats.proposals_failed += 1
             if w.conn is not None:
                 w.conn.reply(w.req_id, TimeoutError(
                     "request timed out: the write may or may not have been applied"), None)

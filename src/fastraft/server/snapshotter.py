@@ -182,6 +182,7 @@ class Snapshotter:
                  node.cfg.name, index, hello.snap_term, hello.to, hello.transfer_id)
         started = time.monotonic()
         ok = False
+        nbytes = 0
         try:
             n, nbytes = await send_snapshot(
                 addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing), members,
@@ -204,6 +205,7 @@ class Snapshotter:
             if cur is not None and cur[2] is asyncio.current_task():
                 self._sending = None
             self._sent_at = loop.time()
+            node.stats.on_snapshot_sent(hello.to, ok, nbytes)
             if node.raft is not None and not node._closed:
                 # Failed: probe again, which sends a fresh snapshot from scratch if still needed.
                 node.raft.report_snapshot(hello.to, ok)
@@ -271,6 +273,7 @@ class Snapshotter:
             installed = self._offer(h, Install(stage.gen, h.index, meta_key, meta_value,
                                                members))
             stream.answer(True, "" if installed else "not needed (already has the entries)")
+            node.stats.on_snapshot_received(True, nbytes)
             log.info("%s: received snapshot [index: %d] from %x: %d chunks, %.1f MiB",
                      node.cfg.name, h.index, h.frm, n, nbytes / 2**20)
         except asyncio.CancelledError:
@@ -280,10 +283,12 @@ class Snapshotter:
             log.warning("%s: snapshot [index: %d] from %x refused: %s", node.cfg.name,
                         h.index, h.frm, e)
             stream.answer(False, str(e))
+            node.stats.on_snapshot_received(False, nbytes)
         except Exception as e:  # a RocksDB error while staging: refuse, keep the live state
             log.error("%s: snapshot [index: %d] from %x failed: %r", node.cfg.name, h.index,
                       h.frm, e)
             stream.answer(False, f"cannot stage the snapshot: {e!r}")
+            node.stats.on_snapshot_received(False, nbytes)
         finally:
             if not installed:
                 # After any job still running in the (one-thread) executor; the DB is closed
