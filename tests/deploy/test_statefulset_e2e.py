@@ -5,7 +5,6 @@ size with a learner that is promoted, then shrinking, under client load."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,15 +15,6 @@ from polling import wait_for
 from statefulset_pods import Pods
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pods(tmp_path: object) -> Iterator[Pods]:
-    p = Pods(str(tmp_path))
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def test_scale_3_to_1_to_2_loses_the_leader_then_regains_it_with_the_data(pods: Pods) -> None:

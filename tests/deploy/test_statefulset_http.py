@@ -8,7 +8,6 @@ import json
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,15 +16,6 @@ from polling import wait_for
 from statefulset_pods import Pods
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def pods(tmp_path: object) -> Iterator[Pods]:
-    p = Pods(str(tmp_path))
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 def get(pods: Pods, i: int, path: str) -> tuple[int, str]:
