@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -324,9 +325,8 @@ def statefulset() -> None:
     """
 
 
-def _plan() -> Any:
-    import os
-
+def _plan() -> tuple[dict[str, str], Any]:
+    """(the environment, this pod's Plan), or one error line and exit status 1."""
     from fastraft import statefulset as ss
 
     env = dict(os.environ)
@@ -334,6 +334,7 @@ def _plan() -> Any:
         return env, ss.plan(env, ss.data_dir_has_member(ss.data_dir(env)))
     except (ConfigError, DataDirError) as e:
         _die(e.message, 1)
+        raise  # unreachable: _die exits
 
 
 @statefulset.command("flags", cls=_OneLineErrors)
@@ -379,8 +380,6 @@ def statefulset_run() -> None:
               help="the replica count about to be set")
 def statefulset_shrink(to: int) -> None:
     """Remove the members of ordinal TO and above, before `kubectl scale --replicas=TO`."""
-    import os
-
     from fastraft import statefulset as ss
     from fastraft.errors import FastraftError
 
@@ -395,8 +394,6 @@ def statefulset_shrink(to: int) -> None:
 @click.argument("path", default="/health")
 def statefulset_probe(path: str) -> None:
     """GET PATH on this member's metrics port; exit 0 on 200 (a container HEALTHCHECK)."""
-    import os
-
     from fastraft import statefulset as ss
 
     try:
