@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -308,6 +309,102 @@ def cluster(size: int, data_dir: str | None, base_port: int, metrics: bool) -> N
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(status)
+
+
+# ----------------------------------------------------------------------------- statefulset
+
+
+@main.group("statefulset")
+def statefulset() -> None:
+    """Run a member as a pod of a StatefulSet (the container image's entrypoint).
+
+    \b
+    The pod name (HOSTNAME, e.g. fastraft-2), FASTRAFT_INITIAL_CLUSTER_SIZE (3), POD_NAMESPACE
+    and the ports give the member's name, URLs and --initial-cluster (deploy/README.md).
+      fastraft statefulset run              start this pod's member
+      fastraft statefulset flags            print the settings `run` would use
+      fastraft statefulset shrink --to 3    remove members of ordinal 3 and above first
+      fastraft statefulset probe /readyz    exit 0 when this member's HTTP path answers 200
+    """
+
+
+def _plan() -> tuple[dict[str, str], Any]:
+    """(the environment, this pod's Plan), or one error line and exit status 1."""
+    from fastraft import statefulset as ss
+
+    env = dict(os.environ)
+    try:
+        return env, ss.plan(env, ss.data_dir_has_member(ss.data_dir(env)))
+    except (ConfigError, DataDirError) as e:
+        _die(e.message, 1)
+        raise  # unreachable: _die exits
+
+
+@statefulset.command("flags", cls=_OneLineErrors)
+def statefulset_flags() -> None:
+    """Print the FASTRAFT_* settings this pod's member would start with."""
+    env, pl = _plan()
+    for k, v in pl.settings.items():
+        click.echo(f"{k}={v}")
+    if pl.join:
+        click.echo("# joins first: member add --learner, then promoted once in sync")
+
+
+@statefulset.command("run", cls=_OneLineErrors)
+def statefulset_run() -> None:
+    """Start this pod's member (joining and promoting it first when it grows the set)."""
+    from fastraft import statefulset as ss
+
+    env, pl = _plan()
+    merged = pl.environ(env)
+    try:
+        cfg = build_config({}, env=merged)
+    except FlagError as e:
+        _die(e.message)
+    setup_logging(cfg.name, cfg.log_level)
+    if pl.join:
+        try:
+            ss.join_as_learner(pl, merged)
+        except ConfigError as e:
+            _die(e.message, 1)
+    promoter = ss.Promoter(pl, merged) if pl.pod.grows else None
+    if promoter is not None:
+        promoter.start()
+    try:
+        status = run_member(cfg)
+    finally:
+        if promoter is not None:
+            promoter.stop_event.set()
+    sys.exit(status)
+
+
+@statefulset.command("shrink", cls=_OneLineErrors)
+@click.option("--to", "to", required=True, type=click.IntRange(1, 99),
+              help="the replica count about to be set")
+def statefulset_shrink(to: int) -> None:
+    """Remove the members of ordinal TO and above, before `kubectl scale --replicas=TO`."""
+    from fastraft import statefulset as ss
+    from fastraft.errors import FastraftError
+
+    try:
+        removed = ss.shrink(dict(os.environ), to)
+    except FastraftError as e:
+        _die(str(e), 1)
+    click.echo(f"removed: {', '.join(removed)}" if removed else "nothing to remove")
+
+
+@statefulset.command("probe", cls=_OneLineErrors)
+@click.argument("path", default="/health")
+def statefulset_probe(path: str) -> None:
+    """GET PATH on this member's metrics port; exit 0 on 200 (a container HEALTHCHECK)."""
+    from fastraft import statefulset as ss
+
+    try:
+        ok, line = ss.probe(dict(os.environ), path)
+    except ConfigError as e:
+        _die(e.message, 1)
+    click.echo(line)
+    sys.exit(0 if ok else 1)
 
 
 # ------------------------------------------------------------------------------------ demo

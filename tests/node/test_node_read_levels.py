@@ -72,6 +72,14 @@ def _put_everywhere(lc: LocalCluster, key: bytes, value: bytes) -> None:
                  timeout=10, what=f"{m.name} applies the put")
 
 
+def _lease_held(lc: LocalCluster, leader: str) -> None:
+    """Wait until the leader can serve a lease read: a lease needs a heartbeat round of this term
+    acknowledged by a quorum within the last 350 ms, which a loaded machine can delay."""
+    ep = lc.member(leader).endpoint
+    wait_for(lambda: _range(ep, b"k", consistency="lease")[0] is None, timeout=10,
+             what=f"{leader} holds a lease")
+
+
 def test_wire_levels_and_bad_values(make_cluster) -> None:
     lc = make_cluster(3)
     leader, (f1, _) = _roles(lc)
@@ -90,6 +98,7 @@ def test_wire_levels_and_bad_values(make_cluster) -> None:
             assert ("contact_age_ms" in res["header"]) == local, (level, res["header"])
             if local:
                 assert 0 <= res["header"]["contact_age_ms"] < 2000
+    _lease_held(lc, leader)
     code, _, res = _range(lep, b"k", consistency="lease")
     assert code is None and _value(res) == b"v1" and "contact_age_ms" not in res["header"]
     code, msg, _ = _range(fep, b"k", consistency="lease")
@@ -116,6 +125,7 @@ def test_client_levels_and_contact_age(make_cluster) -> None:
     lc = make_cluster(3)
     leader, (f1, _) = _roles(lc)
     _put_everywhere(lc, b"k", b"v1")
+    _lease_held(lc, leader)
     with Client([lc.member(f1).endpoint], timeout=5.0) as c:
         r = c.get("k", consistency="lease")  # redirected to the leader
         assert r.kvs[0].value == b"v1" and r.header.contact_age is None
@@ -141,8 +151,9 @@ def test_client_levels_and_contact_age(make_cluster) -> None:
 
 def test_async_client_levels(make_cluster) -> None:
     lc = make_cluster(3)
-    _, (f1, _) = _roles(lc)
+    leader, (f1, _) = _roles(lc)
     _put_everywhere(lc, b"k", b"v1")
+    _lease_held(lc, leader)
 
     async def go() -> None:
         async with AsyncClient([lc.member(f1).endpoint], timeout=5.0) as c:
@@ -217,12 +228,16 @@ def test_lease_read_refused_once_the_lease_expires(make_cluster) -> None:
     leader, followers = _roles(lc)
     _put_everywhere(lc, b"k", b"v1")
     ep = lc.member(leader).endpoint
-    assert _range(ep, b"k", consistency="lease")[0] is None
+    _lease_held(lc, leader)
     with _frozen(lc, followers) as t0:
+        # (time the read was SENT, code, message): a lease read answers from a round sent before
+        # the freeze, so one sent more than the lease after it must not answer, however late
+        # a loaded machine delivers the reply.
         results: list[tuple[float, str | None, str]] = []
         while time.monotonic() - t0 < 1.5:
+            sent = time.monotonic() - t0
             code, msg, _ = _range(ep, b"k", consistency="lease")
-            results.append((time.monotonic() - t0, code, msg))
+            results.append((sent, code, msg))
             time.sleep(0.01)
     codes = [r[1] for r in results]
     assert "LEASE_UNAVAILABLE" in codes, results
@@ -234,7 +249,7 @@ def test_lease_read_refused_once_the_lease_expires(make_cluster) -> None:
     assert "lease expired" in msg and "lease lasts 350 ms" in msg, msg
     # No answer from the lease after it ran out (it started before the freeze).
     ok_times = [r[0] for r in results if r[1] is None]
-    assert not ok_times or max(ok_times) <= LEASE_S + 0.05
+    assert not ok_times or max(ok_times) <= LEASE_S
     lc.wait_leader(timeout=15)  # thawed: the cluster has a leader again
 
 
@@ -266,6 +281,20 @@ def test_lease_error_type_reaches_the_client(make_cluster) -> None:
                 raise AssertionError("a bounded read answered past its bound")
 
 
+def _lease_get(c: Client) -> Any:
+    """A lease read, asked again while the leader says it cannot prove its lease (a new leader
+    before its first acknowledged round; a stall on a loaded machine): refusing is allowed,
+    answering with an old value is not."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return c.get("k", consistency="lease")
+        except LeaseUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def test_linearizable_and_lease_reads_see_every_acknowledged_write(make_cluster) -> None:
     """A read that starts after a write was acknowledged returns it (or something newer), at
     every level that promises so, from any member, across a leadership change."""
@@ -286,7 +315,7 @@ def test_linearizable_and_lease_reads_see_every_acknowledged_write(make_cluster)
                     if not lc.member(name).alive:
                         continue
                     assert pc.get("k").kvs[0].value == v, (name, i)
-                    assert pc.get("k", consistency="lease").kvs[0].value == v, (name, i)
+                    assert _lease_get(pc).kvs[0].value == v, (name, i)
         finally:
             for pc in pinned.values():
                 pc.close()
@@ -294,7 +323,9 @@ def test_linearizable_and_lease_reads_see_every_acknowledged_write(make_cluster)
 
 def test_fastractl_get_levels(make_cluster) -> None:
     lc = make_cluster(3)
+    leader, _ = _roles(lc)
     _put_everywhere(lc, b"k", b"v1")
+    _lease_held(lc, leader)
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("ETCDCTL_") and not k.startswith("FASTRAFT_")}
 
