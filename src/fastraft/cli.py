@@ -44,7 +44,8 @@ class _OneLineErrors(click.Command):
 class _Group(click.Group):
     # Commands whose module is imported only when the command is looked up: `serve` must not
     # load the load generator (and its histogram library) just to start a member.
-    _lazy = {"bench": ("fastraft.tools.loadgen", "bench_command")}
+    _lazy = {"bench": ("fastraft.tools.loadgen", "bench_command"),
+             "pacelc": ("fastraft.tools.pacelc.cli", "pacelc_command")}
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -77,6 +78,8 @@ def main() -> None:
     fastraft serve --name n1 ...      run one member (see `fastraft serve --help`)
     fastraft cluster --size 3         run a local 3-member cluster on 127.0.0.1
     fastraft demo                     a narrated walkthrough: writes, leader failure, quorum loss
+    fastraft pacelc --out DIR         the PACELC lab: each read level's latency, availability
+                                      and staleness under delay and partitions, beside etcd
     Talk to a cluster with `fastractl`.
     """
 

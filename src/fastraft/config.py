@@ -67,6 +67,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
                           "largest client request accepted, in bytes"),
     "log-level": ("info", "debug, info, warn or error"),
+    # Off by default; for the PACELC lab's loopback run (no namespaces: no NFQUEUE delayer).
+    "experimental-peer-delay-ms": ("0", "TESTING ONLY: hold every message to the other members "
+                                        "this many ms in the transport before sending (a delay "
+                                        "stage standing in for a slow network, not a network)"),
 }
 
 
@@ -173,6 +177,7 @@ class ServerConfig:
     initial_cluster: tuple[tuple[str, tuple[str, ...]], ...]
     initial_cluster_state: str = "new"
     initial_cluster_token: str = "fastraft-cluster"
+    experimental_peer_delay_ms: int = 0  # testing only: the transport's delay stage
     heartbeat_interval: int = 100
     election_timeout: int = 1000
     # Shortens the leader's lease (see server/readlevels.py and the README's read levels).
@@ -360,10 +365,13 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
     level = (raw("log-level") or "").strip().lower()
     if level not in LOG_LEVELS:
         raise FlagError("log-level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
+    delay = _int_flag("experimental-peer-delay-ms", raw("experimental-peer-delay-ms") or "", 0,
+                      10_000)
     ids = [member_id(n, urls, token) for n, urls in initial]
     if len(set(ids)) != len(ids):
         raise FlagError("initial-cluster", "two members have the same name and URLs")
     return ServerConfig(
+        experimental_peer_delay_ms=delay,
         name=name, data_dir=data_dir, listen_client_urls=listen_client,
         advertise_client_urls=advertise, listen_peer_urls=listen_peer,
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,

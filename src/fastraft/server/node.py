@@ -245,7 +245,12 @@ class Node:
             self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
             self.snapshots.start()
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(),
-                                           self.members.peer_addrs(), self._on_peer_message)
+                                           self.members.peer_addrs(), self._on_peer_message,
+                                           delay_ms=cfg.experimental_peer_delay_ms)
+            if cfg.experimental_peer_delay_ms:
+                log.warning("%x: --experimental-peer-delay-ms %d: every peer message is held "
+                            "%d ms before it is sent (testing only)", cfg.member_id,
+                            cfg.experimental_peer_delay_ms, cfg.experimental_peer_delay_ms)
             self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members.wire())
             self.transport.on_snapshot_stream = self.snapshots.on_stream
             await self.transport.start()
