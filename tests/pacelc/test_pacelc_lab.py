@@ -31,7 +31,8 @@ def lab_unavailable() -> str | None:
         try:
             import netfilterqueue  # noqa: F401
         except ImportError:
-            why = "netfilterqueue is not installed (the test extra; libnetfilter-queue-dev)"
+            why = ("netfilterqueue is not installed (`pip install netfilterqueue` after "
+                   "`apt-get install libnetfilter-queue-dev`; .ci/run does both)")
     return why
 
 
