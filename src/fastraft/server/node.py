@@ -69,7 +69,7 @@ from fastraft.raft.core import (
     decode_conf_change,
 )
 from fastraft.server.join import discover_cluster
-from fastraft.server.membership import Membership
+from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
 from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
 from fastraft.server.kvservice import KVService
@@ -138,7 +138,12 @@ class Node:
             keep_task=self._keep_task, request_timeout=request_timeout,
             read_timeout=read_timeout)
         # Local snapshot views, snapshot streams sent and received, installs.
-        self.snapshots = Snapshotter(self)
+        self.snapshots = Snapshotter(
+            cfg.member_id, self.members,
+            peer_addr=lambda mid: (self.transport.peer_addr(mid) if self.transport is not None
+                                   else None),
+            closed=lambda: self._closed, schedule_ready=self._schedule_ready,
+            keep_task=self._keep_task, installed=self._snapshot_installed)
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
         # Measured (3 members + load tool on 2 cores, noisy): ~28k vs ~24k puts/s at 128
@@ -152,7 +157,7 @@ class Node:
         Raises DataDirError for a data dir this member must not use."""
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
-        joined: dict[str, dict[str, Any]] | None = None
+        joined: list[Member] | None = None
         if cfg.initial_cluster_state == "existing":
             ident = Storage.read_identity(cfg.data_dir)
             if ident is None:
@@ -182,7 +187,7 @@ class Node:
                 # Start with no configuration of our own: the leader's snapshot (every member
                 # compacts when it applies an add) brings it. The member list learned here only
                 # tells the transport where the peers are until then.
-                self.storage.put_meta("members", joined)
+                self.storage.put_meta("members", members_to_wire(joined))
                 self.storage.put_meta("bootstrap_conf", [[], []])
                 self.storage.sync()
             await self._open_state()
@@ -190,7 +195,7 @@ class Node:
             assert self.raft is not None and self.kv is not None
             self.service.open(self.cfg, self.token, self.raft, self.kv, st, self._loop)
             self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
-            self.snapshots.start()
+            self.snapshots.start(self.cfg, self.raft, self.kv, st, self._loop)
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(),
                                            self.members.peer_addrs(), self._on_peer_message)
             self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members.wire())
@@ -221,12 +226,10 @@ class Node:
             st.put_meta("cluster_token", self.token)  # durable with the first sync
         stored = st.get_meta("members")
         if stored:
-            self.members.load(stored)
+            self.members.load(members_from_wire(stored))
         else:
-            self.members.load({
-                format(mid, "x"): {"name": name, "peer_urls": list(urls), "client_urls": [],
-                                   "is_learner": False}
-                for mid, (name, urls) in cfg.initial_members().items()})
+            self.members.load(Member(mid, name, list(urls))
+                              for mid, (name, urls) in cfg.initial_members().items())
         snapshot = None
         if snap_meta is not None:
             index, term, voters, learners = snap_meta
@@ -598,14 +601,16 @@ class Node:
             self.service.publish_pending = False
         return True
 
-    def _set_members(self, members: dict[str, dict]) -> None:
-        """The members of an installed snapshot (hex id -> record, as stored)."""
+    def _snapshot_installed(self, members: list[Member]) -> None:
+        """A streamed snapshot replaced the state (server/snapshotter.py): its members."""
         self.members.load(members)
         if self.storage is not None:
             self.storage.put_meta("members", self.members.wire())
         if self.transport is not None:
             for mid, addr in self.members.peer_addrs().items():
                 self.transport.add_peer(mid, addr)
+        if self.watch_hub.watchers:
+            self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
