@@ -69,11 +69,11 @@ from fastraft.raft.core import (
     decode_conf_change,
 )
 from fastraft.server.join import discover_cluster
+from fastraft.server.kvservice import KVService
 from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
+from fastraft.server.reads import LinearizableReads
 from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
-from fastraft.server.kvservice import KVService
-from fastraft.server.reads import LinearizableReads
 from fastraft.server.syncer import Syncer
 from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
