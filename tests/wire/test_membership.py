@@ -18,7 +18,6 @@ from fastraft.server.membership import (
     Member,
     Membership,
     members_from_wire,
-    members_to_wire,
     check_promote,
     encode_member_context,
     new_member_id,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import ConfigError
 from fastraft.net.framing import FrameDecoder, WireError, frame
