@@ -8,8 +8,8 @@ snapshot install), in snapshot data and on the wire (join answer, snapshot strea
 the map hex id -> {name, peer_urls, client_urls, is_learner}: ``members_to_wire`` /
 ``members_from_wire`` convert, where those bytes are written and read, nothing else does.
 
-The KV service (server/kvservice.py) proposes the conf change the check functions approve; keeping them here
-lets them be unit-tested without a cluster.
+The KV service (server/kvservice.py) proposes the conf change the check functions approve;
+keeping them here lets them be unit-tested without a cluster.
 """
 
 from __future__ import annotations
