@@ -136,6 +136,13 @@ def serve(config_file: str | None, **values: str | None) -> None:
         --initial-cluster n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2390,n3=http://127.0.0.1:2400
       (n2: ports 2389/2390, n3: 2399/2400, same --initial-cluster)
 
+    With --listen-metrics-urls http://127.0.0.1:2381 the member serves, on that port of its
+    own: /health (leader + linearizable read, as etcd's), /readyz (caught up with the leader,
+    not a learner), /livez and /metrics (Prometheus, etcd's metric names), e.g.
+
+    \b
+      curl -s http://127.0.0.1:2381/metrics | grep etcd_server_has_leader
+
     Every flag can also be set with FASTRAFT_<FLAG> (e.g. FASTRAFT_DATA_DIR).
     A bad value prints one line `fastraft: error: --flag: ...` and exits with status 2;
     a data dir that belongs to something else is refused (exit 1).
@@ -243,14 +250,18 @@ class _Tailer(threading.Thread):
 @click.option("--data-dir", default=None, metavar="DIR",
               help="where members keep data (default: a temporary folder, removed at exit)")
 @click.option("--base-port", default=2379, show_default=True, type=click.IntRange(1, 65000),
-              help="member i serves clients on BASE+10*(i-1) and peers on that +1")
-def cluster(size: int, data_dir: str | None, base_port: int) -> None:
+              help="member i serves clients on BASE+10*(i-1), peers on that +1 and (with "
+                   "--metrics) /health, /readyz, /livez and /metrics on that +2")
+@click.option("--metrics/--no-metrics", default=True, show_default=True,
+              help="give every member an HTTP port for probes and Prometheus metrics")
+def cluster(size: int, data_dir: str | None, base_port: int, metrics: bool) -> None:
     """Run a local cluster n1..nN on 127.0.0.1, with every member's log prefixed.
 
     \b
     Example:
       fastraft cluster --size 3
       fastractl --endpoints=127.0.0.1:2379,127.0.0.1:2389,127.0.0.1:2399 endpoint status -w table
+      curl -s http://127.0.0.1:2381/metrics | grep etcd_server_has_leader
     Stop it with Ctrl-C: every member gets SIGTERM and shuts down cleanly.
     """
     from fastraft.tools.localcluster import LocalCluster
@@ -259,9 +270,11 @@ def cluster(size: int, data_dir: str | None, base_port: int) -> None:
     if data_dir is None:
         tmp = data_dir = tempfile.mkdtemp(prefix="fastraft-cluster-")
     lc = LocalCluster(size, data_dir, base_port=base_port, token="fastraft-cluster",
-                      heartbeat_ms=100, election_ms=1000)
+                      heartbeat_ms=100, election_ms=1000, metrics=metrics)
     for m in lc.members:
-        click.echo(f"{m.name}: clients http://{m.endpoint}  peers {m.peer_url}  data {m.data_dir}")
+        http = f"  metrics {m.metrics_url}" if m.metrics_url else ""
+        click.echo(f"{m.name}: clients http://{m.endpoint}  peers {m.peer_url}{http}  "
+                   f"data {m.data_dir}")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: Any) -> None:

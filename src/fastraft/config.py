@@ -45,6 +45,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "advertise-client-urls": (None, "client URLs to advertise to the cluster "
                                     "(default: --listen-client-urls)"),
     "listen-peer-urls": ("http://127.0.0.1:2380", "URL to listen on for peer traffic"),
+    "listen-metrics-urls": (None, "comma-separated http URLs to serve /health, /readyz, /livez "
+                                  "and /metrics (Prometheus) on (default: off)"),
+    "readyz-max-lag": ("10000", "a member more than this many entries behind the leader's "
+                                "commit index is not ready (/readyz answers 503)"),
     "initial-advertise-peer-urls": (None, "this member's peer URLs, as listed in "
                                           "--initial-cluster (default: --listen-peer-urls)"),
     "initial-cluster": (None, "initial members, name=peer-url,... "
@@ -55,6 +59,10 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "heartbeat-interval": ("100", "time of one heartbeat (one Raft tick) in ms"),
     "election-timeout": ("1000", "time in ms without a leader before an election "
                                  "(at least 5x --heartbeat-interval)"),
+    "lease-clock-drift": ("100", "lease reads: how much sooner, in ms, a follower's election "
+                                 "timer may run out than the leader's clock says over one "
+                                 "election timeout (clock-rate difference and scheduling); the "
+                                 "lease lasts election-timeout - heartbeat-interval - this"),
     "snapshot-count": ("10000", "applied entries between two snapshots (log compaction)"),
     "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
                           "largest client request accepted, in bytes"),
@@ -167,9 +175,14 @@ class ServerConfig:
     initial_cluster_token: str = "fastraft-cluster"
     heartbeat_interval: int = 100
     election_timeout: int = 1000
+    # Shortens the leader's lease (see server/readlevels.py and the README's read levels).
+    lease_clock_drift: int = 100
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     log_level: str = "info"
+    # The HTTP door (server/health.py): off when empty.
+    listen_metrics_urls: tuple[str, ...] = ()
+    readyz_max_lag: int = 10000
     member_id: int = field(default=0)
     cluster_id: int = field(default=0)
 
@@ -187,6 +200,9 @@ class ServerConfig:
 
     def peer_addr(self) -> tuple[str, int]:
         return parse_url(self.listen_peer_urls[0])
+
+    def metrics_addrs(self) -> list[tuple[str, int]]:
+        return [parse_url(u) for u in self.listen_metrics_urls]
 
 
 def _int_flag(flag: str, value: str, lo: int, hi: int | None = None) -> int:
@@ -304,6 +320,13 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         raise FlagError("listen-peer-urls", "exactly one peer URL is supported")
     iap_raw = raw("initial-advertise-peer-urls")
     adv_peer = _url_list("initial-advertise-peer-urls", iap_raw) if iap_raw else listen_peer
+    lm_raw = raw("listen-metrics-urls")
+    listen_metrics = _url_list("listen-metrics-urls", lm_raw) if lm_raw else ()
+    for u in listen_metrics:
+        if u in listen_client or u in listen_peer:
+            raise FlagError("listen-metrics-urls", f"{u} is also a client or peer URL: the "
+                            "metrics need a port of their own")
+    max_lag = _int_flag("readyz-max-lag", raw("readyz-max-lag") or "", 0)
     ic_raw = raw("initial-cluster")
     if ic_raw:
         initial = _parse_initial_cluster(ic_raw)
@@ -328,6 +351,10 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         # etcd refuses the same: a timeout near the heartbeat makes elections start spuriously.
         raise FlagError("election-timeout", f"{et} ms must be at least 5x --heartbeat-interval "
                         f"({hb} ms), i.e. >= {5 * hb}")
+    drift = _int_flag("lease-clock-drift", raw("lease-clock-drift") or "", 0, 600_000)
+    if drift >= et - hb:
+        raise FlagError("lease-clock-drift", f"{drift} ms leaves no lease: it must be below "
+                        f"--election-timeout - --heartbeat-interval ({et - hb} ms)")
     snap = _int_flag("snapshot-count", raw("snapshot-count") or "", 1)
     mrb = _int_flag("max-request-bytes", raw("max-request-bytes") or "", 1024, 64 * 1024 * 1024)
     level = (raw("log-level") or "").strip().lower()
@@ -341,5 +368,6 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         advertise_client_urls=advertise, listen_peer_urls=listen_peer,
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
-        election_timeout=et, snapshot_count=snap, max_request_bytes=mrb, log_level=level,
+        election_timeout=et, lease_clock_drift=drift, snapshot_count=snap, max_request_bytes=mrb,
+        log_level=level, listen_metrics_urls=listen_metrics, readyz_max_lag=max_lag,
         member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))

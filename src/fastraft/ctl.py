@@ -24,6 +24,7 @@ import click
 from fastraft.client.api import (
     Client,
     Compare,
+    Consistency,
     DeleteResult,
     GetResult,
     Header,
@@ -106,8 +107,11 @@ def _b64(b: bytes) -> str:
 
 
 def _header_json(h: Header) -> dict[str, Any]:
-    return {"cluster_id": h.cluster_id, "member_id": h.member_id, "revision": h.revision,
-            "raft_term": h.raft_term}
+    out: dict[str, Any] = {"cluster_id": h.cluster_id, "member_id": h.member_id,
+                           "revision": h.revision, "raft_term": h.raft_term}
+    if h.contact_age is not None:
+        out["contact_age_ms"] = round(h.contact_age * 1000.0, 1)
+    return out
 
 
 def _kv_json(kv: KeyValue) -> dict[str, Any]:
@@ -345,8 +349,13 @@ def put(s: Settings, key: str, value: str, prev_kv: bool) -> None:
 @click.argument("key")
 @click.argument("range_end", required=False)
 @click.option("--prefix", is_flag=True, help="Get every key starting with KEY.")
-@click.option("--consistency", type=click.Choice(["l", "s"]), default="l", show_default=True,
-              help="l = linearizable (via the leader), s = serializable (local, may be stale).")
+@click.option("--consistency", type=click.Choice(["l", "s", "lease", "bounded"]), default="l",
+              show_default=True,
+              help="l = linearizable (ReadIndex via the leader); lease = the leader's lease, no "
+                   "round trip; s = serializable (local, may be stale); bounded = local if "
+                   "fresh within --max-staleness, else refused.")
+@click.option("--max-staleness", default=None, metavar="DURATION",
+              help="With --consistency bounded: how stale the answer may be (500ms, 2s).")
 @click.option("--rev", type=click.IntRange(min=0), default=0, help="Read at this revision.")
 @click.option("--limit", type=click.IntRange(min=0), default=0, help="At most N results.")
 @click.option("--print-value-only", is_flag=True, help="Print only values.")
@@ -354,19 +363,33 @@ def put(s: Settings, key: str, value: str, prev_kv: bool) -> None:
 @click.option("--count-only", is_flag=True, help="Print only the number of keys.")
 @click.pass_obj
 @_handle_errors
-def get(s: Settings, key: str, range_end: str | None, prefix: bool, consistency: str, rev: int,
-        limit: int, print_value_only: bool, keys_only: bool, count_only: bool) -> None:
+def get(s: Settings, key: str, range_end: str | None, prefix: bool, consistency: str,
+        max_staleness: str | None, rev: int, limit: int, print_value_only: bool, keys_only: bool,
+        count_only: bool) -> None:
     """Get KEY, or the keys in [KEY, RANGE_END); prints key then value lines.
 
     \b
     Examples:
       fastractl get foo
       fastractl get app/ --prefix --keys-only
+      fastractl get foo --consistency bounded --max-staleness 500ms
     """
+    bound = None
+    if max_staleness is not None:
+        if consistency != "bounded":
+            raise click.UsageError("--max-staleness goes with --consistency bounded")
+        try:
+            bound = parse_duration(max_staleness)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--max-staleness") from None
+        if bound <= 0:
+            raise click.BadParameter("must be more than 0", param_hint="--max-staleness")
+    elif consistency == "bounded":
+        raise click.UsageError("--consistency bounded needs --max-staleness (e.g. 500ms)")
     with s.client() as c:
         r = c.get(key, range_end, prefix=prefix, limit=limit, revision=rev, keys_only=keys_only,
-                  count_only=count_only,
-                  consistency="serializable" if consistency == "s" else "linearizable")
+                  count_only=count_only, consistency=cast(Consistency, consistency),
+                  max_staleness=bound)
     if s.write_out == "json":
         _echo_json(_result_json(r))
     elif s.write_out == "table":

@@ -127,6 +127,18 @@ class UnavailableError(FastraftError):
 
 
 
+class LeaseUnavailableError(FastraftError):
+    """lease read refused: this leader cannot prove its lease (use a linearizable read)"""
+
+    code = "LEASE_UNAVAILABLE"
+
+
+class TooStaleError(FastraftError):
+    """bounded-staleness read refused: this member's state may be older than the bound"""
+
+    code = "TOO_STALE"
+
+
 class WatchError(FastraftError):
     """a watch ended before the caller cancelled it"""
 

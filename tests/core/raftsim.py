@@ -20,6 +20,13 @@ must never confuse two reads with equal contexts from different members. Besides
 check, every confirmed read is checked at once against the members' terms when it was asked
 (`Cluster.check_read_confirmation`), which catches a leader counting answers older than the read
 even when no write happened to make the result stale.
+
+Lease and bounded-staleness reads run the node's own checks (server/readlevels.py) with the
+simulator's step as the clock: the host notes, as the node does, when each tick happened and when
+the core heard a leader's commit index. A lease read joins the linearizability check and must see
+at least every index committed anywhere when it was asked; a bounded read with bound B answered
+at step T must have applied every index committed anywhere by step T - B - D, D being the longest
+a message may travel (the one-way delay caveat of the README).
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ from fastraft.raft.core import (
     decode_conf_change,
     next_membership,
 )
+
+from fastraft.errors import FastraftError
+from fastraft.server.readlevels import ReadLevels
 
 import lincheck
 
@@ -175,6 +185,7 @@ class Member:
         self.incarnation = 0
         self.alive = True
         self.raft: Raft = self._new_raft(applied=0)
+        self.levels = cluster.new_levels()
         self.sm = StateMachine()
         self.pending: Ready | None = None
         self.persist_left = 0
@@ -361,6 +372,19 @@ class Cluster:
         self.read_floor: dict[tuple[int, bytes], int] = {}  # max commit when asked
         # Every member's durable term when the read was asked (see check_read_confirmation).
         self.read_terms: dict[tuple[int, bytes], dict[int, int]] = {}
+        # --- lease and bounded reads
+        self.commit_times: list[tuple[int, int]] = [(0, 0)]  # (step, max committed by then)
+        self.lease_seq = 0
+        self.reads_lease_ok = 0
+        self.reads_bounded_ok = 0
+        self.reads_refused = 0
+
+    def new_levels(self) -> ReadLevels:
+        """A member's read-level evidence, in steps (one tick per step: the heartbeat interval).
+        The members' clocks run in lockstep here, so no drift."""
+        et = self.cfg_kw.get("election_tick", 10)
+        return ReadLevels(election_timeout=float(et), heartbeat_interval=1.0, clock_drift=0.0,
+                          election_tick=et)
 
     # ------------------------------------------------------------------ plumbing
     def member_seed(self, id: int, incarnation: int) -> int:
@@ -455,6 +479,7 @@ class Cluster:
             return
         self.event("deliver", m)
         to.raft.step(m)
+        to.levels.on_stepped(to.raft, float(self.now))
         to.pump()
 
     # ------------------------------------------------------------------ hooks from members
@@ -553,6 +578,8 @@ class Cluster:
         op.value = mem.sm.kv.get(op.key)
         op.complete = self.tick_clock()
         op.outcome = "ok"
+        if ctx.startswith(b"lease"):
+            self.reads_lease_ok += 1
 
     # ------------------------------------------------------------------ client actions
     def propose(self, mem: Member, key: bytes, value: bytes) -> int | None:
@@ -571,6 +598,63 @@ class Cluster:
         self.event("propose", mem.id, index, key, value)
         mem.pump()
         return index
+
+    def lease_read(self, mem: Member, key: bytes) -> bool:
+        """A lease read at `mem`: refused (False) unless it is the leader and its lease holds;
+        else it waits for its index to apply and joins the history as a get."""
+        now = float(self.now)
+        try:
+            if mem.raft.role != "leader":
+                raise FastraftError("not the leader")
+            index = mem.levels.lease_index(mem.raft, now)
+        except FastraftError as e:
+            self.event("lease-refused", mem.id, e.message)
+            self.reads_refused += 1
+            return False
+        if index < self.max_committed:
+            raise SimError(f"lease read at {mem.id:x} (term {mem.raft.term}) reads index {index} "
+                           f"but {self.max_committed} was committed before it was asked")
+        self.lease_seq += 1
+        ctx = b"lease" + self.lease_seq.to_bytes(8, "big")
+        op = lincheck.Op(key, "get", None, self.tick_clock(), None, "unknown")
+        self.history.append(op)
+        self.read_ops[(mem.id, ctx)] = op
+        self.event("lease-read", mem.id, index)
+        mem.read_waits.append((ctx, index))
+        mem.serve_reads()
+        return True
+
+    def committed_by(self, step: float) -> int:
+        """The highest index committed anywhere by the end of `step`."""
+        best = 0
+        for at, idx in self.commit_times:
+            if at > step:
+                break
+            best = idx
+        return best
+
+    def bounded_read(self, mem: Member, bound: int) -> bool:
+        """A bounded-staleness read at `mem` (answered at once, or refused: False)."""
+        now = float(self.now)
+        try:
+            mem.levels.bounded_check(mem.raft, mem.sm.index, now, float(bound))
+        except FastraftError as e:
+            self.event("bounded-refused", mem.id, e.message)
+            self.reads_refused += 1
+            return False
+        # The one-way delay of the leader's commit index, from its core to this member's: up to
+        # max_delay steps on the wire, up to 3 more waiting in the leader's core while its
+        # host persists a ready (the node's sync thread does the same), +1 for a message sent
+        # after a step's ticks. max_committed is taken at the end of each step.
+        delay = self.faults.max_delay + (3 if self.faults.persist_delay else 0) + 1
+        floor = self.committed_by(now - bound - delay)
+        if mem.sm.index < floor:
+            raise SimError(f"bounded read (bound {bound}) at {mem.id:x} step {self.now}: applied "
+                           f"{mem.sm.index}, but {floor} was committed by step "
+                           f"{now - bound - delay:.0f}")
+        self.reads_bounded_ok += 1
+        self.event("bounded-read", mem.id, mem.sm.index, bound)
+        return True
 
     def read(self, mem: Member, key: bytes, at_least: int = 0) -> bytes:
         """A linearizable client get at `mem` through ReadIndex; returns the read's ctx (unique
@@ -639,6 +723,7 @@ class Cluster:
             for m in list(self.members.values()):
                 if m.alive:
                     m.raft.tick()
+                    m.levels.on_tick(m.raft, float(self.now), m.sm.index)
         for m in list(self.members.values()):
             m.step_persist_timer()
             m.pump()
@@ -710,6 +795,10 @@ class Cluster:
                 m.seen_commit = r.commit
                 if r.commit > self.max_committed:
                     self.max_committed = r.commit
+                    if self.commit_times[-1][0] == self.now:
+                        self.commit_times[-1] = (self.now, r.commit)
+                    else:
+                        self.commit_times.append((self.now, r.commit))
         # Log matching across live members: wherever two logs hold the same (index, term), the
         # logs are identical up to there.
         logs = [(m.id, m.raft.log.offset, m.raft.log.entries()) for m in live]
@@ -818,6 +907,9 @@ class RunResult:
     transfers: int = 0      # leadership transfers started
     conf_changes: int = 0   # conf changes committed (add learner, promote, remove, re-add)
     reads_ok: int = 0       # linearizable reads answered (and so checked)
+    lease_ok: int = 0       # lease reads answered (checked as linearizable reads)
+    bounded_ok: int = 0     # bounded-staleness reads answered (checked against their bound)
+    level_refused: int = 0  # lease and bounded reads refused
 
 
 def random_faults(rng: random.Random) -> Faults:
@@ -855,6 +947,9 @@ def run_random(seed: int, profile: Profile) -> RunResult:
     # Sometimes a client reads the key at every member at once, each member's counter skipping
     # to one number: then the same context reaches the leader from several members.
     p_read_all = rng.choice([0.0, 0.3])
+    # Lease and bounded reads, at random members (a follower's lease read is refused).
+    p_lease = rng.choice([0.0, 0.1, 0.3])
+    p_bounded = rng.choice([0.0, 0.1, 0.3])
     max_down = (profile.n - 1) // 2 if rng.random() < 0.7 else profile.n  # sometimes lose quorum
     churn = profile.faults and profile.churn
     p_transfer = rng.choice([0.0, 0.003, 0.01]) if churn else 0.0
@@ -913,6 +1008,16 @@ def run_random(seed: int, profile: Profile) -> RunResult:
                             c.read(m, key, seq)
                     else:
                         c.read(rng.choice(up), key)
+            if p_lease and rng.random() < p_lease:
+                up = c.alive()
+                ls = [m for m in up if m.raft.role == "leader"]
+                if up:
+                    c.lease_read(rng.choice(ls if ls and rng.random() < 0.8 else up),
+                                 rng.choice(keys))
+            if p_bounded and rng.random() < p_bounded:
+                up = c.alive()
+                if up:
+                    c.bounded_read(rng.choice(up), rng.choice([1, 3, 6, 15, 40]))
             before = sum(1 for q in c.queue if q[2].type == SNAP)
             c.step()
             snaps += max(0, sum(1 for q in c.queue if q[2].type == SNAP) - before)
@@ -961,7 +1066,9 @@ def run_random(seed: int, profile: Profile) -> RunResult:
     return RunResult(seed, len(c.leaders), c.max_committed,
                      min(m.sm.index for m in current), snaps, crashes,
                      len(c.history), result, transfers, len(c.conf_entries),
-                     sum(1 for op in c.read_ops.values() if op.outcome == "ok"))
+                     sum(1 for (_, ctx), op in c.read_ops.items()
+                         if op.outcome == "ok" and not ctx.startswith(b"lease")),
+                     c.reads_lease_ok, c.reads_bounded_ok, c.reads_refused)
 
 
 def _random_transfer(c: Cluster, rng: random.Random) -> int:

@@ -13,12 +13,13 @@ import pytest
 
 import lincheck
 from raftsim import Cluster, SimError
-from fastraft.errors import ProposalDroppedError
+from fastraft.errors import LeaseUnavailableError, ProposalDroppedError, TooStaleError
 from fastraft.raft.core import (
     CC_ADD_LEARNER,
     CC_ADD_VOTER,
     CC_PROMOTE,
     CC_REMOVE,
+    LEADER_COMMIT_UNKNOWN,
     LEASE_MARGIN_TICKS,
     Message,
     MsgType,
@@ -26,6 +27,7 @@ from fastraft.raft.core import (
 
 APP = MsgType.MsgApp.value
 APP_RESP = MsgType.MsgAppResp.value
+HEARTBEAT = MsgType.MsgHeartbeat.value
 HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 SNAP = MsgType.MsgSnap.value
 TIMEOUT_NOW = MsgType.MsgTimeoutNow.value
@@ -633,3 +635,173 @@ def test_sim_stabilize_is_bounded() -> None:
         MsgType.MsgHeartbeat.value, 2, 1, m.term))
     with pytest.raises(SimError):
         c.stabilize(max_steps=20)
+
+
+# ------------------------------------------------------------------ read levels (lease, bounded)
+# The host's side runs server/readlevels.py with the simulator's step as the clock (one tick per
+# step), as the node runs it with its monotonic clock.
+
+def _lease_refusal(c: Cluster, id: int) -> str | None:
+    m = c.members[id]
+    try:
+        m.levels.lease_index(m.raft, float(c.now))
+    except LeaseUnavailableError as e:
+        return e.message
+    return None
+
+
+def _bounded_refusal(c: Cluster, id: int, bound: float) -> str | None:
+    m = c.members[id]
+    try:
+        m.levels.bounded_check(m.raft, m.sm.index, float(c.now), bound)
+    except TooStaleError as e:
+        return e.message
+    return None
+
+
+def test_heartbeat_tells_a_lagging_follower_the_leaders_real_commit() -> None:
+    """Bounded reads: a heartbeat's commit field is min(the follower's match, the leader's
+    commit), which for a follower that lags is its own match, not the leader's commit. Taken as
+    the leader's commit it would make a lagging follower believe it is up to date. The heartbeat
+    context carries the leader's commit; the follower holds it as evidence only if its log has
+    that entry (else: unknown), so a lagging follower refuses bounded reads."""
+    c = Cluster(3, seed=31, election_tick=10)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v0")
+    c.stabilize()
+    c.run(2)
+    assert _bounded_refusal(c, 3, 3.0) is None
+    c.drop_filter = lambda m: m.type == APP and m.to == 3  # 3 gets heartbeats only
+    for i in range(5):
+        c.propose(lead, b"k", b"v%d" % (i + 1))
+    c.run(3)
+    f = c.members[3]
+    assert lead.raft.commit > f.sm.index
+    hb = [ev[2] for ev in c.events if ev[1] == "deliver" and ev[2].type == HEARTBEAT
+          and ev[2].to == 3]
+    assert hb and hb[-1].commit < lead.raft.commit  # the field says less than the commit
+    assert f.raft.leader_commit == LEADER_COMMIT_UNKNOWN
+    why = _bounded_refusal(c, 3, 3.0)
+    assert why is not None and "fresh only as of" in why
+    assert not c.bounded_read(f, 3)
+    c.drop_filter = None
+    c.run_until(lambda: f.sm.index == lead.raft.commit, 20, "3 catches up")
+    c.run(2)
+    assert f.raft.leader_commit == lead.raft.commit
+    assert c.bounded_read(f, 3)
+
+
+def test_new_leaders_commit_is_no_evidence_until_an_entry_of_its_term_commits() -> None:
+    """Bounded reads (§6.4): a new leader's commit index may lag what the old leader committed,
+    so until an entry of its own term commits, neither it nor its followers take its commit
+    index as evidence of freshness."""
+    c = Cluster(3, seed=32, election_tick=10)
+    old = c.elect(1)
+    c.propose(old, b"k", b"v1")
+    c.stabilize()
+    c.run(2)
+    # Leadership goes to 2; the answers to its appends are held back, so its no-op never
+    # commits.
+    held = _hold(c, lambda m: m.type == APP_RESP and m.to == 2)
+    old.raft.transfer_leader(2)
+    old.pump()
+    c.stabilize()
+    new = c.members[2]
+    c.run(8)  # past the bound below: the old leader's evidence is too old now
+    assert new.raft.role == "leader" and new.raft.commit < new.raft.last_index
+    assert c.members[3].raft.leader_commit == LEADER_COMMIT_UNKNOWN
+    assert new.raft.quorum_round() is not None
+    assert new.raft.quorum_round()[1] == LEADER_COMMIT_UNKNOWN  # type: ignore[index]
+    why = _bounded_refusal(c, 3, 3.0)
+    assert why is not None and "has not yet committed an entry of its term" in why
+    assert _bounded_refusal(c, 2, 3.0) is not None
+    assert "no entry of this term is committed" in (_lease_refusal(c, 2) or "")
+    c.drop_filter = None
+    _hand_over(c, held)
+    c.run(3)
+    assert new.raft.commit == new.raft.last_index
+    assert c.members[3].raft.leader_commit == new.raft.commit
+    assert _bounded_refusal(c, 3, 3.0) is None
+    assert _bounded_refusal(c, 2, 3.0) is None
+    assert _lease_refusal(c, 2) is None
+
+
+def test_lease_read_refused_once_the_lease_expires_and_before_a_new_leader() -> None:
+    """Lease reads: the isolated leader answers from its lease only while a quorum acknowledged
+    a round sent less than (election timeout - 1 tick - drift) ago; it refuses before the other
+    members can elect anyone, and never answers from its lease again in that term."""
+    et = 10
+    c = Cluster(3, seed=33, election_tick=et)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v1")
+    c.stabilize()
+    c.run(3)
+    assert _lease_refusal(c, 1) is None
+    c.isolate(1)
+    answered = 0
+    refused_at = None
+    while c.leader() is lead or c.leader() is None or c.leader().raft.term == lead.raft.term:
+        why = _lease_refusal(c, 1) if lead.raft.role == "leader" else "deposed"
+        if why is None:
+            assert refused_at is None, "a lease read answered after one was refused"
+            answered += 1
+        elif refused_at is None:
+            refused_at = c.now
+            assert "lease expired" in why
+        c.step()
+        assert c.now < 200
+    assert answered >= 1 and refused_at is not None
+    assert refused_at < c.now  # refused before the majority had a new leader
+    new = c.leader()
+    assert new is not None and new.id != 1
+    c.propose(new, b"k", b"v2")
+    c.stabilize()
+    assert not c.lease_read(lead, b"k")
+
+
+def test_bounded_read_at_an_isolated_follower_answers_until_its_bound_then_refuses() -> None:
+    """Bounded reads: a member cut off from the leader answers from its applied state while its
+    last contact is within the bound, then refuses, and says how stale it is."""
+    c = Cluster(3, seed=34, election_tick=10)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v1")
+    c.stabilize()
+    c.run(2)
+    c.isolate(3)
+    cut = c.now
+    bound = 6
+    answered = []
+    while c.now < cut + bound + 5:
+        answered.append((c.now, c.bounded_read(c.members[3], bound)))
+        c.step()
+    ok_steps = [t for t, ok in answered if ok]
+    assert ok_steps and max(ok_steps) <= cut + bound
+    assert not answered[-1][1]
+    # Once refused, refused for good while cut off.
+    first_refused = min(t for t, ok in answered if not ok)
+    assert all(not ok for t, ok in answered if t >= first_refused)
+    why = _bounded_refusal(c, 3, bound)
+    assert why is not None and "fresh only as of" in why and f"bound is {bound * 1000}" in why
+    # Meanwhile the majority side goes on; the leader's bounded reads are fresh.
+    c.propose(lead, b"k", b"v2")
+    c.stabilize()
+    assert _bounded_refusal(c, 1, 2.0) is None
+
+
+def test_leader_is_fresh_as_of_its_newest_quorum_round() -> None:
+    """Bounded reads at the leader: evidence is the send tick of the newest round a quorum
+    echoed, with the commit index then; a leader cut off from its followers goes stale."""
+    c = Cluster(3, seed=35, election_tick=10)
+    lead = c.elect(1)
+    c.propose(lead, b"k", b"v1")
+    c.stabilize()
+    c.run(3)
+    q = lead.raft.quorum_round()
+    assert q is not None and q[1] == lead.raft.commit
+    assert lead.raft.ticks - q[0] <= 1
+    c.isolate(1)
+    c.run(4)
+    q2 = lead.raft.quorum_round()
+    assert q2 is not None and lead.raft.ticks - q2[0] >= 4
+    assert _bounded_refusal(c, 1, 3.0) is not None
+    assert _bounded_refusal(c, 1, 8.0) is None

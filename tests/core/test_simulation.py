@@ -1,8 +1,9 @@
 """Seeded random simulations of 3- and 5-member clusters under faults (drops, duplicates, delays,
 reordering, partitions, crashes with restarts from durable state, slow disks), leadership
-transfers, membership changes (add learner, promote, remove, re-add) and linearizable reads with
-member-local contexts, with the Raft safety properties checked after every step, the client
-history checked for linearizability and liveness checked after a final heal.
+transfers, membership changes (add learner, promote, remove, re-add), linearizable reads with
+member-local contexts, and lease and bounded-staleness reads (raftsim.py says how each is
+checked), with the Raft safety properties checked after every step, the client history checked
+for linearizability and liveness checked after a final heal.
 
 Replay one seed:   FASTRAFT_SIM_SEED=<n> pytest tests/core/test_simulation.py -k <test>
 Wider sweep:       FASTRAFT_SIM_SEEDS=2000 pytest tests/core/test_simulation.py
@@ -56,6 +57,10 @@ def _sweep_was_meaningful(results: list[raftsim.RunResult]) -> None:
     assert sum(1 for r in results if r.transfers) > len(results) // 4
     assert sum(1 for r in results if r.conf_changes) > len(results) // 4
     assert sum(r.reads_ok for r in results) > 10 * len(results)
+    # Lease and bounded-staleness reads answered (each checked) and refused, in most runs.
+    assert sum(1 for r in results if r.lease_ok) > len(results) // 3
+    assert sum(1 for r in results if r.bounded_ok) > len(results) // 3
+    assert sum(r.level_refused for r in results) > len(results)
 
 
 def test_random_faults_3_members() -> None:

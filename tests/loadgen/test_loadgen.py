@@ -33,9 +33,16 @@ def _hist_count(encoded: str) -> int:
 # ------------------------------------------------------------------------------ wire pieces
 
 
-@pytest.mark.parametrize("consistency", ["linearizable", "serializable"])
+_LEVEL_ARGS = {"linearizable": {"serializable": False}, "serializable": {"serializable": True},
+               "lease": {"consistency": "lease"},
+               "bounded": {"consistency": "bounded", "max_staleness_ms": 250.0}}
+
+
+@pytest.mark.parametrize("consistency", list(_LEVEL_ARGS))
 def test_request_frames_decode_as_the_protocol_says(consistency: str) -> None:
-    spec = L.Spec(value_size=33, consistency=consistency)
+    spec = L.Spec(value_size=33, consistency=consistency,
+                  max_staleness=0.25 if consistency == "bounded" else 0.0)
+    spec.check()
     maker = L._RequestMaker(spec, random.Random(1))
     for rid, kind in ((1, L._UPDATE), (70000, L._READ), (2**32 - 1, L._UPDATE)):
         f = maker.build(rid, kind, b"key-000000000042")
@@ -47,8 +54,14 @@ def test_request_frames_decode_as_the_protocol_says(consistency: str) -> None:
             assert args["key"] == b"key-000000000042" and len(args["value"]) == 33
         else:
             assert op == "range"
-            assert args == {"key": b"key-000000000042",
-                            "serializable": consistency == "serializable"}
+            assert args == {"key": b"key-000000000042", **_LEVEL_ARGS[consistency]}
+
+
+def test_max_staleness_goes_with_bounded_reads_only() -> None:
+    with pytest.raises(ValueError, match="bounded"):
+        L.Spec(consistency="bounded").check()
+    with pytest.raises(ValueError, match="bounded"):
+        L.Spec(consistency="lease", max_staleness=0.5).check()
 
 
 @pytest.mark.parametrize("rid", [0, 5, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63])

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
 from fastraft.config import build_config, cluster_id, member_id, parse_url
-from fastraft.tools.localcluster import free_ports, request
+from fastraft.tools.localcluster import _ephemeral_range, free_ports, request
 from fastraft.storage.logstore import Storage
 
 
@@ -41,6 +43,12 @@ def _fastraft(*args: str, env: dict[str, str] | None = None, cwd: str | None = N
     (["--snapshot-count", "0"], "--snapshot-count", "at least 1"),
     (["--log-level", "loud"], "--log-level", "loud"),
     (["--max-request-bytes", "-5"], "--max-request-bytes", "at least"),
+    (["--listen-metrics-urls", "http://127.0.0.1:2379"], "--listen-metrics-urls",
+     "port of their own"),
+    (["--listen-metrics-urls", "ftp://127.0.0.1:2381"], "--listen-metrics-urls", "scheme"),
+    (["--readyz-max-lag", "-1"], "--readyz-max-lag", "at least 0"),
+    (["--lease-clock-drift", "900"], "--lease-clock-drift", "leaves no lease"),
+    (["--lease-clock-drift", "-1"], "--lease-clock-drift", "at least 0"),
 ])
 def test_bad_flag_exits_2_with_one_line(tmp_path, args: list[str], flag: str,
                                         words: str) -> None:
@@ -120,6 +128,29 @@ def test_precedence_flag_over_env_over_config_file(tmp_path) -> None:
         build_config({"config-file": str(f)}, env={})
 
 
+def test_metrics_urls_from_the_environment_and_off_by_default() -> None:
+    base = {"name": "n1", "data-dir": "d"}
+    assert build_config(base, env={}).listen_metrics_urls == ()
+    cfg = build_config(base, env={"FASTRAFT_LISTEN_METRICS_URLS":
+                                  "http://127.0.0.1:2381, 127.0.0.1:2382"})
+    assert cfg.listen_metrics_urls == ("http://127.0.0.1:2381", "http://127.0.0.1:2382")
+    assert cfg.metrics_addrs() == [("127.0.0.1", 2381), ("127.0.0.1", 2382)]
+    assert cfg.readyz_max_lag == 10000
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(tmp_path) -> None:
+    cport, pport, mport = free_ports(3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", mport))
+        taken.listen()
+        p = _fastraft("serve", "--name", "m1", "--data-dir", str(tmp_path / "d"),
+                      "--listen-client-urls", f"http://127.0.0.1:{cport}",
+                      "--listen-peer-urls", f"http://127.0.0.1:{pport}",
+                      "--listen-metrics-urls", f"http://127.0.0.1:{mport}")
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines()[-1].startswith("fastraft: error: cannot start:"), p.stderr
+
+
 def test_serve_from_a_config_file(tmp_path) -> None:
     cport, pport = free_ports(2)
     f = tmp_path / "m.toml"
@@ -154,15 +185,23 @@ def test_serve_from_a_config_file(tmp_path) -> None:
 
 
 def _free_base_port() -> int:
-    """A base B with B+10i and B+10i+1 (i < 3) all free on 127.0.0.1 right now."""
-    for base in range(42000, 60000, 97):
-        ports = [base + 10 * i + j for i in range(3) for j in range(2)]
+    """A base B with B+10i, B+10i+1 and B+10i+2 (i < 3) all free on 127.0.0.1 right now.
+
+    Searched below the kernel's ephemeral range, as localcluster.free_ports does: a port in that
+    range can be taken as some outgoing connection's source port between this check and the
+    member's bind."""
+    lo, _ = _ephemeral_range()
+    start = 10000 if lo > 12000 else 1024
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(start, lo - 40)
+        ports = [base + 10 * i + j for i in range(3) for j in range(3)]
         socks = []
         try:
             for p in ports:
                 s = socket.socket()
-                s.bind(("127.0.0.1", p))
                 socks.append(s)
+                s.bind(("127.0.0.1", p))
             return base
         except OSError:
             continue
@@ -207,6 +246,11 @@ def test_cluster_command_runs_three_members_and_stops_them_cleanly(tmp_path) -> 
                               "-w", "table", "endpoint", "status"], capture_output=True,
                              text=True, timeout=30, env=_env())
         assert ctl.returncode == 0 and ctl.stdout.count("127.0.0.1:") == 3, ctl.stdout
+        # Every member's metrics port (base + 10i + 2), as the help's curl line reads it.
+        for i in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{base + 10 * i + 2}/metrics",
+                                        timeout=5) as r:
+                assert "\netcd_server_has_leader 1.0\n" in r.read().decode()
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:

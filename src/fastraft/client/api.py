@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import math
 import os
 import select
 import socket
@@ -122,6 +123,9 @@ class Header:
     member_id: int = 0
     revision: int = 0
     raft_term: int = 0
+    # Serializable and bounded reads: seconds since the answering member last heard from a
+    # leader (0 on a leader a quorum confirmed within an election timeout); None otherwise.
+    contact_age: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,8 +181,10 @@ def _malformed(what: str, e: Exception) -> FastraftError:
 
 def _header(m: Any) -> Header:
     m = m or {}
+    age = m.get("contact_age_ms")
     return Header(int(m.get("cluster_id", 0)), int(m.get("member_id", 0)),
-                  int(m.get("revision", 0)), int(m.get("raft_term", 0)))
+                  int(m.get("revision", 0)), int(m.get("raft_term", 0)),
+                  None if age is None else float(age) / 1000.0)
 
 
 def _kv(m: dict[str, Any]) -> KeyValue:
@@ -317,20 +323,42 @@ def _put_args(key: str | bytes, value: str | bytes, prev_kv: bool, lease: int) -
             "lease": _nonneg(lease, "lease")}
 
 
+# Read levels (README, "Read levels"); etcdctl's short names too.
+READ_LEVELS = {"linearizable": "linearizable", "l": "linearizable", "lease": "lease",
+               "serializable": "serializable", "s": "serializable", "bounded": "bounded"}
+Consistency = Literal["linearizable", "l", "lease", "serializable", "s", "bounded"]
+
+
+def _level_args(consistency: str, max_staleness: float | None) -> dict[str, Any]:
+    """The wire fields of a read level. Linearizable and serializable keep the old
+    ``serializable`` flag, so they work against servers that predate read levels."""
+    level = READ_LEVELS.get(consistency) if isinstance(consistency, str) else None
+    if level is None:
+        raise BadRequestError(f"consistency must be one of linearizable (l), lease, "
+                              f"serializable (s), bounded; got {consistency!r}")
+    if level != "bounded":
+        if max_staleness is not None:
+            raise BadRequestError(f"max_staleness applies to consistency='bounded' only, "
+                                  f"not {level!r}")
+        if level == "lease":
+            return {"consistency": "lease"}
+        return {"serializable": level == "serializable"}
+    if (max_staleness is None or isinstance(max_staleness, bool)
+            or not isinstance(max_staleness, (int, float)) or not math.isfinite(max_staleness)
+            or max_staleness <= 0):
+        raise BadRequestError(f"consistency='bounded' needs max_staleness, a number of seconds "
+                              f"> 0; got {max_staleness!r}")
+    return {"consistency": "bounded", "max_staleness_ms": float(max_staleness) * 1000.0}
+
+
 def _range_args(key: str | bytes, range_end: str | bytes | None, prefix: bool, limit: int,
                 revision: int, keys_only: bool, count_only: bool,
-                consistency: str) -> dict[str, Any]:
-    if consistency in ("linearizable", "l"):
-        serializable = False
-    elif consistency in ("serializable", "s"):
-        serializable = True
-    else:
-        raise BadRequestError(f"consistency must be 'linearizable' or 'serializable', "
-                              f"got {consistency!r}")
+                consistency: str, max_staleness: float | None = None) -> dict[str, Any]:
+    level = _level_args(consistency, max_staleness)
     k, end = _range(key, range_end, prefix)
     return {"key": k, "range_end": end, "limit": _nonneg(limit, "limit"),
             "revision": _nonneg(revision, "revision"), "keys_only": bool(keys_only),
-            "count_only": bool(count_only), "serializable": serializable}
+            "count_only": bool(count_only), **level}
 
 
 def _delete_args(key: str | bytes, range_end: str | bytes | None, prefix: bool,
@@ -829,10 +857,15 @@ class Client:
 
     def get(self, key: str | bytes, range_end: str | bytes | None = None, *, prefix: bool = False,
             limit: int = 0, revision: int = 0, keys_only: bool = False, count_only: bool = False,
-            consistency: Literal["linearizable", "serializable"] = "linearizable") -> GetResult:
-        """Read one key, a range ``[key, range_end)``, or every key under a prefix."""
+            consistency: Consistency = "linearizable",
+            max_staleness: float | None = None) -> GetResult:
+        """Read one key, a range ``[key, range_end)``, or every key under a prefix.
+
+        ``consistency``: "linearizable"/"l" (default, ReadIndex), "lease" (the leader's lease,
+        no round trip), "serializable"/"s" (any member's local state) or "bounded" (local state
+        if fresh within ``max_staleness`` seconds, else TooStaleError). See the README."""
         args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
-                           consistency)
+                           consistency, max_staleness)
         return _parse("range", _get_result, self._call("range", args, write=False))
 
     def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,
@@ -1110,11 +1143,12 @@ class AsyncClient:
     async def get(self, key: str | bytes, range_end: str | bytes | None = None, *,
                   prefix: bool = False, limit: int = 0, revision: int = 0,
                   keys_only: bool = False, count_only: bool = False,
-                  consistency: Literal["linearizable", "serializable"] = "linearizable"
-                  ) -> GetResult:
-        """Read one key, a range ``[key, range_end)``, or every key under a prefix."""
+                  consistency: Consistency = "linearizable",
+                  max_staleness: float | None = None) -> GetResult:
+        """Read one key, a range ``[key, range_end)``, or every key under a prefix (read
+        levels as :meth:`Client.get`)."""
         args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
-                           consistency)
+                           consistency, max_staleness)
         return _parse("range", _get_result, await self._call("range", args, write=False))
 
     async def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,

@@ -57,12 +57,14 @@ __all__ = [
     "ENTRY_TYPE",
     "ENTRY_DATA",
     "Config",
+    "LEADER_COMMIT_UNKNOWN",
     "Message",
     "MsgType",
     "Raft",
     "ReadState",
     "Ready",
     "Snapshot",
+    "heartbeat_round_of",
 ]
 
 
@@ -128,9 +130,24 @@ LEASE_MARGIN_TICKS = 2
 # them (term + 1, index + 1) stays within the 64-bit fields of the wire and of _core.
 _MAX_NUMBER = 1 << 62
 
-# A heartbeat's context, echoed by the follower: the leader's heartbeat round and the tick it was
-# sent at. Only the leader that made it reads it back (an answer of another term is dropped).
-_HB_CTX = struct.Struct(">QQ")
+# A heartbeat's context, echoed by the follower: the leader's heartbeat round, the tick it was
+# sent at and the leader's commit index then. Only the leader that made it reads it back (an
+# answer of another term is dropped). The commit is there for the follower too: the heartbeat's
+# own commit field is min(its match, commit), which is not the leader's commit for a follower
+# that lags, and bounded-staleness reads need the real one (see leader_commit).
+_HB_CTX = struct.Struct(">QQQ")
+# The leader's own place in quorum_round(): newer than any round it sent.
+_NOW = 1 << 64
+# A leader's commit index that proves nothing: until a leader commits an entry of its own term,
+# its commit index may be behind what earlier leaders committed (§6.4), so it is not evidence of
+# freshness. As a commit index it is above any real one, so no applied state ever covers it.
+LEADER_COMMIT_UNKNOWN = (1 << 64) - 1
+
+
+def heartbeat_round_of(ctx: bytes) -> int:
+    """The heartbeat round a MsgHeartbeat(Resp) context carries (0: none). The host times peer
+    round trips by it (the core itself knows no time)."""
+    return _HB_CTX.unpack(ctx)[0] if len(ctx) == _HB_CTX.size else 0
 
 
 class Snapshot:
@@ -330,6 +347,13 @@ class Raft:
         self._read_round_due = False
         self._acked_round: dict[int, int] = {}
         self._acked_sent_tick: dict[int, int] = {}
+        self._acked_commit: dict[int, int] = {}
+        # A follower's view of its leader (this term): the commit index the leader's latest
+        # MsgApp or heartbeat carried, and how many such messages arrived. The host notes the
+        # time whenever the count moves (the core has no clock): that is the bounded-staleness
+        # read's evidence (server/readlevels.py).
+        self.leader_commit = LEADER_COMMIT_UNKNOWN
+        self.leader_contacts = 0
         # A MsgTimeoutNow went out this term: its target may win votes that ignore the followers'
         # lease (at any later time: the message may be delayed), so lease reads stay off.
         self._timeout_now_sent = False
@@ -366,6 +390,11 @@ class Raft:
         return self.tracker.voters
 
     @property
+    def heartbeat_round(self) -> int:
+        """The last heartbeat round this member sent as leader."""
+        return self._hb_round
+
+    @property
     def learners(self) -> tuple[int, ...]:
         return self.tracker.learners
 
@@ -383,14 +412,56 @@ class Raft:
         believes its lease holds. A leadership transfer breaks the promise outright (MsgTimeoutNow
         makes the followers vote at once), so there is no lease during one nor, once MsgTimeoutNow
         went out, for the rest of the term. ReadIndex makes none of these assumptions."""
-        if (self.role != LEADER or not self.cfg.check_quorum or self.lead_transferee
-                or self._timeout_now_sent or not self._committed_in_term()):
+        if self.lease_refusal() is not None:
             return False
-        # A voter that has not answered a heartbeat of this leader does not count.
-        sent = sorted((self._ticks if v == self.id else self._acked_sent_tick.get(v, -(1 << 62))
-                       for v in self.tracker.voters), reverse=True)
-        return (self._ticks - sent[self.tracker.quorum() - 1]
-                < self.cfg.election_tick - LEASE_MARGIN_TICKS)
+        q = self.quorum_round()
+        return q is not None and self._ticks - q[0] < self.cfg.election_tick - LEASE_MARGIN_TICKS
+
+    @property
+    def ticks(self) -> int:
+        """Ticks since this core was made: the host maps them to its clock."""
+        return self._ticks
+
+    def lease_refusal(self) -> str | None:
+        """Why this member cannot serve a lease read whatever the time (None: it may, if its
+        last quorum-acknowledged round is recent enough; see lease_valid)."""
+        if self.role != LEADER:
+            return "not the leader"
+        if not self.cfg.check_quorum:
+            return "CheckQuorum is off, so followers do not promise to ignore other candidates"
+        if self.lead_transferee:
+            return f"leadership transfer to {self.lead_transferee:x} in progress"
+        if self._timeout_now_sent:
+            return "MsgTimeoutNow was sent this term: its target may win an election at any time"
+        if not self._committed_in_term():
+            return "no entry of this term is committed yet"
+        return None
+
+    def quorum_round(self) -> tuple[int, int] | None:
+        """(send tick, commit index then) of the newest heartbeat round a quorum of voters (this
+        leader included) acknowledged; None if not a leader or no such round this term. The
+        commit is LEADER_COMMIT_UNKNOWN for a round sent before an entry of this term committed.
+
+        A round a quorum echoed was sent while this member was the only leader a majority
+        followed, so no other leader had committed anything by its send tick: the leader's
+        commit index then covered every write acknowledged by then (bounded-staleness reads
+        on the leader) and the followers' election timers restarted after it (lease reads)."""
+        if self.role != LEADER:
+            return None
+        # This leader counts as acknowledging everything up to now (round _NOW).
+        now = (_NOW, self._ticks,
+               self.log.committed if self._committed_in_term() else LEADER_COMMIT_UNKNOWN)
+        acked = sorted((now if v == self.id else
+                        (self._acked_round.get(v, 0), self._acked_sent_tick.get(v, -1),
+                         self._acked_commit.get(v, LEADER_COMMIT_UNKNOWN))
+                        for v in self.tracker.voters), reverse=True)
+        # Rounds, ticks and commits all grow together (an unknown commit only in the rounds sent
+        # before the first commit of this term), so the quorum-th newest round gives the oldest
+        # send tick and smallest commit of that quorum.
+        rnd, tick, commit = acked[self.tracker.quorum() - 1]
+        if rnd == 0:
+            return None
+        return tick, commit
 
     def _quorum_ack_age(self, unanswered: int) -> int:
         """Ticks since a majority of voters (this leader included) last acknowledged it; a voter
@@ -754,6 +825,12 @@ class Raft:
 
     # ------------------------------------------------------------------ follower handlers
     def _handle_append(self, m: Message) -> None:
+        self._append(m)
+        # MsgApp's commit is the leader's own commit index when it sent it (checked against our
+        # log once its entries are in).
+        self._leader_contact(m.commit)
+
+    def _append(self, m: Message) -> None:
         log = self.log
         if m.index < log.committed:
             # Everything up to our commit index matches the leader's log already (§5.3).
@@ -778,6 +855,8 @@ class Raft:
                            reject_hint=hint, log_term=log.term(hint)))
 
     def _handle_heartbeat(self, m: Message) -> None:
+        if len(m.context) == _HB_CTX.size:
+            self._leader_contact(_HB_CTX.unpack(m.context)[2])
         # The leader sends min(our match, its commit), so this never passes our log's end.
         self._commit_to(min(m.commit, self.log.last_index()))
         self._send(Message(HEARTBEAT_RESP, m.frm, self.id, self.term, context=m.context))
@@ -813,6 +892,18 @@ class Raft:
         self._received_snapshot = s
         self._send(Message(APP_RESP, m.frm, self.id, self.term, index=s.index))
 
+    def _leader_contact(self, commit: int) -> None:
+        """A message of this term's leader carried its commit index. It is evidence of what was
+        committed cluster-wide only once that leader committed an entry of its own term (§6.4;
+        before, its commit index may lag earlier leaders'): so only if the entry there is of this
+        term. (index, term) names one entry (Log Matching), so our copy of it tells."""
+        log = self.log
+        if 0 < commit <= log.last_index() and commit > log.offset and log.term(commit) == self.term:
+            self.leader_commit = commit
+        else:
+            self.leader_commit = LEADER_COMMIT_UNKNOWN
+        self.leader_contacts += 1
+
     # ------------------------------------------------------------------ role changes
     def _reset(self, term: int) -> None:
         if self.term != term:
@@ -831,6 +922,8 @@ class Raft:
         self._read_round_due = False
         self._acked_round.clear()
         self._acked_sent_tick.clear()
+        self._acked_commit.clear()
+        self.leader_commit = LEADER_COMMIT_UNKNOWN
         last = self.log.last_index()
         for p in self.tracker.progress.values():
             p.match = 0
@@ -993,8 +1086,9 @@ class Raft:
         reads queued before it (ReadIndex) and times the lease from this tick."""
         self._hb_round += 1
         self._read_round_due = False
-        ctx = _HB_CTX.pack(self._hb_round, self._ticks)
         committed = self.log.committed
+        ctx = _HB_CTX.pack(self._hb_round, self._ticks,
+                           committed if self._committed_in_term() else LEADER_COMMIT_UNKNOWN)
         for id_, pr in self.tracker.progress.items():
             if id_ != self.id:
                 self._send(Message(HEARTBEAT, id_, self.id, self.term,
@@ -1096,12 +1190,14 @@ class Raft:
         was sent. Reads whose round a quorum has reached (or passed) are confirmed (§6.4)."""
         if len(ctx) != _HB_CTX.size or frm not in self.tracker.voters:
             return
-        round, sent_tick = _HB_CTX.unpack(ctx)
-        if round > self._hb_round or sent_tick > self._ticks:
+        round, sent_tick, commit = _HB_CTX.unpack(ctx)
+        if (round > self._hb_round or sent_tick > self._ticks
+                or (commit > self.log.committed and commit != LEADER_COMMIT_UNKNOWN)):
             return  # not a round this leader sent
         if round > self._acked_round.get(frm, 0):
             self._acked_round[frm] = round
             self._acked_sent_tick[frm] = sent_tick
+            self._acked_commit[frm] = commit
             if self._pending_reads and round >= self._pending_reads[0].round:
                 self._confirm_reads()
 

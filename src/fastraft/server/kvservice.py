@@ -13,8 +13,8 @@ later. Watches are streams: :meth:`KVService.watch` takes a :class:`~fastraft.st
   entry to apply, keyed by (index, term): an entry of another term at that index means
   NOT_COMMITTED (definitely not applied); no answer in time means TIMEOUT (outcome unknown).
   Followers answer NOT_LEADER with the leader's client URLs.
-* linearizable reads go through server/reads.py (one ReadIndex round per loop iteration, then
-  wait for apply); serializable reads answer from local state.
+* a range is served at its read level (server/readlevels.py: linearizable through a ReadIndex
+  round, lease, serializable, bounded staleness) from local state.
 * membership requests (member_add/remove/promote) are validated (server/membership.py) and
   proposed as one conf-change entry by the leader; the answer waits for that entry to apply.
 * status, member_list and health answer from this member's state.
@@ -67,7 +67,9 @@ from fastraft.server.membership import (
     parse_member_add,
     parse_member_id,
 )
+from fastraft.server.readlevels import LevelReads, parse_read_level
 from fastraft.server.reads import LinearizableReads
+from fastraft.server.stats import NodeStats
 from fastraft.server.wait import Done, Waiter
 from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
@@ -96,10 +98,12 @@ class KVService:
                  stopping: Callable[[], bool], closed: Callable[[], bool],
                  schedule_ready: Callable[[], None],
                  transfer_leadership: Callable[[str], Awaitable[None]],
-                 keep_task: Callable[[asyncio.Task[None]], None],
-                 request_timeout: float, read_timeout: float) -> None:
+                 keep_task: Callable[[asyncio.Task[None]], None], levels: LevelReads,
+                 stats: NodeStats, request_timeout: float, read_timeout: float) -> None:
         self.members = members
         self.reads = reads
+        self.levels = levels
+        self.stats = stats  # plain counters for /metrics, touched per batch
         self.watch_hub = watch_hub
         self._stopping = stopping
         self._closed = closed
@@ -193,27 +197,7 @@ class KVService:
         elif op in MEMBER_OPS:
             self._member_change(op, args, done)
         elif op == "range":
-            serializable = args.pop("serializable", False)
-            if type(serializable) is not bool:
-                raise BadRequestError("range: serializable must be a bool")
-            kv.validate("range", args)
-
-            def do_range(err: FastraftError | None) -> None:
-                if err is not None:
-                    done(err, None)
-                    return
-                try:
-                    res = kv.range(**args)
-                except FastraftError as e:
-                    done(e, None)
-                    return
-                done(None, self._with_header(res, raft.term))
-
-            if serializable:
-                do_range(None)
-            else:
-                assert self.loop is not None
-                self.reads.read(self.loop, do_range)
+            self._range(args, done)
         elif op == "status":
             done(None, self.status())
         elif op == "member_list":
@@ -228,6 +212,29 @@ class KVService:
                 f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
                 "status, member_list, member_add, member_remove, member_promote, health, "
                 "watch, watch_cancel")
+
+    def _range(self, args: dict[str, Any], done: Done) -> None:
+        """A range at its read level (server/readlevels.py); bad args raise before anything."""
+        kv, raft = self.kv, self.raft
+        assert kv is not None and raft is not None
+        level, bound = parse_read_level(args)
+        kv.validate("range", args)
+
+        def do_range(err: FastraftError | None, contact_age: float | None) -> None:
+            if err is not None:
+                done(err, None)
+                return
+            try:
+                res = kv.range(**args)
+            except FastraftError as e:
+                done(e, None)
+                return
+            res = self._with_header(res, raft.term)
+            if contact_age is not None:  # serializable and bounded answers only
+                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
+            done(None, res)
+
+        self.levels.read(level, bound, do_range)
 
     # ------------------------------------------------------------------ membership requests
     def _member_change(self, op: str, args: dict[str, Any], done: Done) -> None:
@@ -365,6 +372,7 @@ class KVService:
         except (NotLeaderError, ProposalDroppedError) as e:
             err: FastraftError = (self.not_leader() if isinstance(e, NotLeaderError) else
                                   NotCommittedError(_TRANSFERRING))
+            self.stats.proposals_failed += len(batch)
             for done in batch:
                 if done is not None:
                     done(err, None)
@@ -372,6 +380,7 @@ class KVService:
                 self.publish_pending = False
             return
         assert self.loop is not None
+        self.stats.proposal_batch.observe(len(batch))
         term = raft.term
         deadline = self.loop.time() + self.request_timeout
         first = last - len(batch) + 1
@@ -401,6 +410,7 @@ class KVService:
             answered = True
             res = by_index.get(index)
             if w.term != term_e or res is None:
+                self.stats.proposals_failed += 1
                 w.done(NotCommittedError(_REPLACED), None)
             elif isinstance(res, FastraftError):
                 w.done(res, None)
@@ -419,6 +429,7 @@ class KVService:
             if w.deadline > now:
                 break  # insertion order is deadline order
             del waiters[index]
+            self.stats.proposals_failed += 1
             if w.done is not None:
                 answered = True
                 w.done(TimeoutError(

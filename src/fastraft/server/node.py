@@ -40,7 +40,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
@@ -67,23 +67,30 @@ from fastraft.raft.core import (
     Ready,
     Snapshot,
     decode_conf_change,
+    heartbeat_round_of,
 )
 from fastraft.server.join import discover_cluster
 from fastraft.server.kvservice import KVService
 from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
+from fastraft.server.readlevels import LevelReads, ReadLevels
 from fastraft.server.reads import LinearizableReads
 from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
+from fastraft.server.stats import NodeStats
 from fastraft.server.syncer import Syncer
 from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
+
+if TYPE_CHECKING:
+    from fastraft.server.health import MemberHttp
 
 __all__ = ["Node", "PUBLISH_OP"]
 
 log = logging.getLogger("fastraft.node")
 
 SNAP = MsgType.MsgSnap.value
+HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 
 # Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
 # client can never propose one; the node recognises it by its msgpack prefix without decoding.
@@ -123,10 +130,25 @@ class Node:
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
+        # Plain counters for /metrics (server/stats.py): touched per batch, never per put.
+        self.stats = NodeStats()
+        self.http: MemberHttp | None = None  # /health, /readyz, /livez, /metrics
         self.reads = LinearizableReads(
             cfg.name, read_timeout, raft=lambda: self.raft, closed=lambda: self._closed,
             applied=lambda: self.kv.applied if self.kv is not None else 0,
-            schedule_ready=self._schedule_ready)
+            schedule_ready=self._schedule_ready, latency=self.stats.read_index_seconds)
+        # Lease and bounded-staleness evidence (ticks -> time, leader contacts) and the
+        # dispatch of a range to its read level (server/readlevels.py).
+        self.levels = LevelReads(
+            ReadLevels(election_timeout=cfg.election_timeout / 1000.0,
+                       heartbeat_interval=cfg.heartbeat_interval / 1000.0,
+                       clock_drift=cfg.lease_clock_drift / 1000.0,
+                       election_tick=cfg.election_tick),
+            raft=lambda: self.raft, applied=lambda: self.kv.applied if self.kv is not None else 0,
+            now=time.monotonic,
+            linearizable=lambda cb: self.reads.read(self._running_loop(), cb),
+            wait_applied=lambda i, cb: self.reads.wait_applied(self._running_loop(), i, cb),
+            not_leader=lambda: self.service.not_leader())
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
@@ -135,15 +157,15 @@ class Node:
             members=self.members, reads=self.reads, watch_hub=self.watch_hub,
             stopping=lambda: self._stopping, closed=lambda: self._closed,
             schedule_ready=self._schedule_ready, transfer_leadership=self._transfer_leadership,
-            keep_task=self._keep_task, request_timeout=request_timeout,
-            read_timeout=read_timeout)
+            keep_task=self._keep_task, levels=self.levels, stats=self.stats,
+            request_timeout=request_timeout, read_timeout=read_timeout)
         # Local snapshot views, snapshot streams sent and received, installs.
         self.snapshots = Snapshotter(
             cfg.member_id, self.members,
             peer_addr=lambda mid: (self.transport.peer_addr(mid) if self.transport is not None
                                    else None),
             closed=lambda: self._closed, schedule_ready=self._schedule_ready,
-            keep_task=self._keep_task, installed=self._snapshot_installed)
+            keep_task=self._keep_task, installed=self._snapshot_installed, stats=self.stats)
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
         # Measured (3 members + load tool on 2 cores, noisy): ~28k vs ~24k puts/s at 128
@@ -204,6 +226,12 @@ class Node:
             self.server = ClientServer(self.service,
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
             await self.server.start(cfg.client_addrs())
+            st.on_sync_seconds = self.stats.wal_fsync_seconds.observe
+            st.on_write_seconds = self.stats.backend_commit_seconds.observe
+            if cfg.listen_metrics_urls:
+                from fastraft.server.health import MemberHttp  # prometheus-client only if asked
+                self.http = MemberHttp(self, cfg.readyz_max_lag)
+                await self.http.start(cfg.metrics_addrs())
         except BaseException:
             await self._close_io()
             raise
@@ -328,6 +356,8 @@ class Node:
         self._closed = True
         if self._ticker is not None:
             self._ticker.cancel()
+        if self.http is not None:
+            await self.http.stop()
         if self.server is not None:
             await self.server.stop()
         if self.transport is not None:
@@ -361,13 +391,17 @@ class Node:
         assert self._loop is not None and self.raft is not None
         self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
         self.raft.tick()
+        self.levels.on_tick()
         self._expire(self._loop.time())
         self._schedule_ready()
 
     def _on_peer_message(self, m: Message) -> None:
         if self._closed or self.raft is None:
             return
-        if m.type == SNAP:
+        if m.type == HEARTBEAT_RESP and m.term == self.raft.term:
+            self.stats.on_heartbeat_echo(m.frm, heartbeat_round_of(m.context),
+                                         time.perf_counter())
+        elif m.type == SNAP:
             # Snapshots arrive on snapshot streams only (server/snapshotter.py: checksummed,
             # staged, installed in one write). One in a message frame comes from an older
             # member or is forged: its data must never reach the core.
@@ -375,6 +409,7 @@ class Node:
                         "snapshot streams)", self.cfg.name, m.frm)
             return
         self.raft.step(m)
+        self.levels.on_stepped()
         self._schedule_ready()
 
     # ------------------------------------------------------------------ the ready pass
@@ -395,6 +430,9 @@ class Node:
         hs = rd.hard_state
         st = self.storage
         assert st is not None and self._loop is not None
+        if raft.heartbeat_round != self.stats.heartbeat_round:  # a round goes out in this pass
+            self.stats.heartbeat_round = raft.heartbeat_round
+            self.stats.on_heartbeat_round(raft.heartbeat_round, time.perf_counter())
         if not (rd.entries or rd.snapshot is not None
                 or (hs is not None and (hs[0], hs[1]) != self._saved_term_vote)):
             # Nothing must be durable first: at most the commit index moved, which (as etcd's
@@ -544,7 +582,9 @@ class Node:
         if svc.member_waiters:
             # The changes themselves, or (other term) the entries that replaced them.
             svc.answer_member_changes(entries)
+        started = time.perf_counter()
         results = kv.apply(to_apply)
+        self.stats.apply_seconds.observe(time.perf_counter() - started)
         if self.watch_hub.watchers:  # the only watch cost on the apply path
             self.watch_hub.notify()
         if svc.waiters:
@@ -614,6 +654,7 @@ class Node:
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
+        self.stats.on_leader(leader)
         self.reads.on_leader(leader)
         if role == LEADER:
             if self.id in self.members and not self.service.publish_pending:
@@ -623,6 +664,10 @@ class Node:
                     msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True))
         else:
             self.service.publish_pending = False
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None
+        return self._loop
 
     def _watch_header(self, revision: int) -> dict[str, int]:
         return self.service.header(revision, self.raft.term if self.raft is not None else 0)

@@ -13,10 +13,12 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 from fastraft.errors import FastraftError, NoLeaderError, StoppingError, TimeoutError
+from fastraft.server.stats import Buckets
 from fastraft.server.wait import ReadBatch
 
 __all__ = ["LinearizableReads"]
@@ -31,8 +33,12 @@ class LinearizableReads:
 
     def __init__(self, name: str, read_timeout: float, *, raft: Callable[[], Any],
                  closed: Callable[[], bool], applied: Callable[[], int],
-                 schedule_ready: Callable[[], None]) -> None:
+                 schedule_ready: Callable[[], None],
+                 latency: Buckets | None = None) -> None:
         self.name = name
+        # Observed once per round served (not per read), in perf_counter seconds: uvloop's
+        # loop.time() counts whole milliseconds, coarser than a ReadIndex round on loopback.
+        self._latency = latency
         self.read_timeout = read_timeout
         self._raft = raft
         self._closed = closed
@@ -48,8 +54,12 @@ class LinearizableReads:
         self._seq = itertools.count(1)
 
     def read(self, loop: asyncio.AbstractEventLoop, cb: ReadCallback,
-             timeout: float | None = None) -> None:
-        """Call ``cb(None)`` once a read of local state is linearizable, or ``cb(error)``."""
+             timeout: float | None = None,
+             on_index: Callable[[int], None] | None = None) -> None:
+        """Call ``cb(None)`` once a read of local state is linearizable, or ``cb(error)``.
+
+        ``on_index(read index)``, for a read with its own ``timeout``, is called when the leader
+        confirms the index, before the wait for it to apply."""
         raft = self._raft()
         assert raft is not None
         if raft.leader == 0:
@@ -58,11 +68,25 @@ class LinearizableReads:
         b = self._batch
         if b is None or timeout is not None:
             ctx = self._nonce + next(self._seq).to_bytes(8, "big")
-            b = ReadBatch(ctx, loop.time() + (timeout or self.read_timeout))
+            b = ReadBatch(ctx, loop.time() + (timeout or self.read_timeout), time.perf_counter())
             if timeout is None:
                 self._batch = b
+            else:
+                b.on_index = on_index
             loop.call_soon(self._flush, b)
         b.cbs.append(cb)
+
+    def wait_applied(self, loop: asyncio.AbstractEventLoop, index: int,
+                     cb: ReadCallback) -> None:
+        """Call ``cb(None)`` once the state machine has applied ``index`` (a lease read's
+        commit index), or ``cb(TimeoutError)`` after the read timeout."""
+        if self._applied() >= index:
+            cb(None)
+            return
+        b = ReadBatch(b"", loop.time() + self.read_timeout)
+        b.index = index
+        b.cbs.append(cb)
+        self._waiting_apply.append(b)
 
     def _flush(self, b: ReadBatch) -> None:
         if self._batch is b:
@@ -85,7 +109,13 @@ class LinearizableReads:
                 continue
             if not rs.ok:
                 self._finish(b, NoLeaderError("no leader: the read index was refused"))
-            elif applied >= rs.index:
+                continue
+            if b.on_index is not None:
+                try:
+                    b.on_index(rs.index)
+                except Exception:  # must not cost the other rounds their answers
+                    log.exception("%s: read index callback failed", self.name)
+            if applied >= rs.index:
                 self._finish(b, None)
             else:
                 b.index = rs.index
@@ -134,6 +164,8 @@ class LinearizableReads:
             self._finish(b, err)
 
     def _finish(self, b: ReadBatch, err: FastraftError | None) -> None:
+        if err is None and self._latency is not None:
+            self._latency.observe(time.perf_counter() - b.asked)
         for cb in b.cbs:
             try:
                 cb(err)

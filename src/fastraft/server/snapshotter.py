@@ -5,8 +5,9 @@ The node (server/node.py) calls in at four points: ``maybe_snapshot`` after each
 snapshot (the install goes into that ready's ``storage.save``), and ``restore`` once that ready
 is durable. The transport calls ``on_stream`` when a leader opens a snapshot stream to us. What
 it needs of the node it is given, as server/reads.py is: the state (core, KV, storage, loop) at
-``start``, and a few callbacks (schedule a ready pass, hold a task, where a peer is, whether the
-member closed, and ``installed``: a streamed snapshot replaced the state, here are its members).
+``start``, a few callbacks (schedule a ready pass, hold a task, where a peer is, whether the
+member closed, and ``installed``: a streamed snapshot replaced the state, here are its members)
+and the member's counters (server/stats.py).
 
 The local snapshot is a RocksDB view, not a copy: the state machine lives in the same RocksDB as
 the log, so taking one records the metadata, drops the log up to it and keeps an O(1) view of
@@ -38,6 +39,7 @@ from fastraft.net.snapstream import (
 from fastraft.raft.core import Message, MsgType, Raft, Snapshot
 from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
 from fastraft.server.snapshot import STAGED_MAGIC, staged_marker
+from fastraft.server.stats import NodeStats
 from fastraft.storage.logstore import Install, Storage
 from fastraft.storage.mvcc import KV
 
@@ -63,7 +65,7 @@ class Snapshotter:
                  peer_addr: Callable[[int], tuple[str, int] | None],
                  closed: Callable[[], bool], schedule_ready: Callable[[], None],
                  keep_task: Callable[[asyncio.Task[None]], None],
-                 installed: Callable[[list[Member]], None]) -> None:
+                 installed: Callable[[list[Member]], None], stats: NodeStats) -> None:
         self.id = member_id
         self._members = members
         self._peer_addr = peer_addr
@@ -71,6 +73,7 @@ class Snapshotter:
         self._schedule_ready = schedule_ready
         self._keep_task = keep_task
         self._installed = installed
+        self._stats = stats  # counters for /metrics (sent and received snapshots)
         # Given by start(), once the member's state is open.
         self.cfg: ServerConfig | None = None
         self.raft: Raft | None = None
@@ -201,6 +204,7 @@ class Snapshotter:
                  self.name, index, hello.snap_term, hello.to, hello.transfer_id)
         started = time.monotonic()
         ok = False
+        nbytes = 0
         try:
             n, nbytes = await send_snapshot(
                 addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing),
@@ -223,6 +227,7 @@ class Snapshotter:
             if cur is not None and cur[2] is asyncio.current_task():
                 self._sending = None
             self._sent_at = loop.time()
+            self._stats.on_snapshot_sent(hello.to, ok, nbytes)
             if self.raft is not None and not self._closed():
                 # Failed: probe again, which sends a fresh snapshot from scratch if still needed.
                 self.raft.report_snapshot(hello.to, ok)
@@ -292,6 +297,7 @@ class Snapshotter:
             installed = self._offer(h, Install(stage.gen, h.index, meta_key, meta_value,
                                                members_to_wire(members)))
             stream.answer(True, "" if installed else "not needed (already has the entries)")
+            self._stats.on_snapshot_received(True, nbytes)
             log.info("%s: received snapshot [index: %d] from %x: %d chunks, %.1f MiB",
                      self.name, h.index, h.frm, n, nbytes / 2**20)
         except asyncio.CancelledError:
@@ -301,10 +307,12 @@ class Snapshotter:
             log.warning("%s: snapshot [index: %d] from %x refused: %s", self.name,
                         h.index, h.frm, e)
             stream.answer(False, str(e))
+            self._stats.on_snapshot_received(False, nbytes)
         except Exception as e:  # a RocksDB error while staging: refuse, keep the live state
             log.error("%s: snapshot [index: %d] from %x failed: %r", self.name, h.index,
                       h.frm, e)
             stream.answer(False, f"cannot stage the snapshot: {e!r}")
+            self._stats.on_snapshot_received(False, nbytes)
         finally:
             if not installed:
                 # After any job still running in the (one-thread) executor; the DB is closed

@@ -30,11 +30,14 @@ class Waiter:
 class ReadBatch:
     """Linearizable reads that arrived in one loop iteration: one ReadIndex round for all."""
 
-    __slots__ = ("ctx", "cbs", "deadline", "leader", "index")
+    __slots__ = ("ctx", "cbs", "deadline", "leader", "index", "asked", "on_index")
 
-    def __init__(self, ctx: bytes, deadline: float) -> None:
+    def __init__(self, ctx: bytes, deadline: float, asked: float = 0.0) -> None:
         self.ctx = ctx
         self.cbs: list[Callable[[FastraftError | None], None]] = []
         self.deadline = deadline
         self.leader = 0
         self.index = 0
+        self.asked = asked  # perf_counter() at the ask (the read-index latency metric)
+        # Told the read index once the leader confirms it (readiness compares it to applied).
+        self.on_index: Callable[[int], None] | None = None

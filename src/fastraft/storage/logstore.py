@@ -45,6 +45,8 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -143,6 +145,10 @@ class Storage:
         self._wopts.sync = False  # durability comes from sync(), once per batch
         self._snap_dir = os.path.join(data_dir, SNAP_DIR)
         self._closed = False
+        # Told the seconds each sync() (WAL fsync) and write() (a KV batch) took: the member's
+        # disk metrics (server/stats.py). Once per batch, never per entry.
+        self.on_sync_seconds: Callable[[float], None] | None = None
+        self.on_write_seconds: Callable[[float], None] | None = None
         raw_gen = db.get_column_family("meta").get(KV_GEN_KEY)
         self.kv_gen: int = msgpack.unpackb(raw_gen) if raw_gen is not None else 0
         self._next_gen = self.kv_gen
@@ -260,7 +266,10 @@ class Storage:
 
     def write(self, batch: rocksdict.WriteBatch) -> None:
         """Write a batch with sync disabled (made durable by the next ``sync()``)."""
+        t = time.perf_counter()
         self.db.write(batch, self._wopts)
+        if self.on_write_seconds is not None:
+            self.on_write_seconds(time.perf_counter() - t)
 
     # ----------------------------------------------------------------- received snapshots
 
@@ -444,7 +453,10 @@ class Storage:
     def sync(self) -> None:
         """Make everything saved so far durable (fsync of the WAL; releases the GIL)."""
         self._check_open()
+        t = time.perf_counter()
         self.db.flush_wal(True)
+        if self.on_sync_seconds is not None:
+            self.on_sync_seconds(time.perf_counter() - t)
 
     # ----------------------------------------------------------------- snapshots
 

@@ -92,7 +92,7 @@ WORKLOADS: dict[str, float] = {
     "ycsb-b": 0.95,  # read mostly: 95/5
     "ycsb-c": 1.0,   # read only
 }
-CONSISTENCY = ("linearizable", "serializable")
+CONSISTENCY = ("linearizable", "lease", "serializable", "bounded")
 DISTRIBUTIONS = ("uniform", "zipfian")
 
 T = TypeVar("T")
@@ -112,6 +112,7 @@ class Spec:
     endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     workload: str = "put"
     consistency: str = "linearizable"
+    max_staleness: float = 0.0   # seconds; bounded reads only
     keys: int = 1000
     distribution: str = "uniform"
     zipf_theta: float = 0.99
@@ -143,6 +144,8 @@ class Spec:
             raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}")
         if self.consistency not in CONSISTENCY:
             raise ValueError(f"consistency must be one of {', '.join(CONSISTENCY)}")
+        if (self.consistency == "bounded") != (self.max_staleness > 0):
+            raise ValueError("max staleness (> 0) goes with bounded reads, and only with them")
         if self.distribution not in DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}")
         if not self.endpoints:
@@ -262,8 +265,17 @@ class _RequestMaker:
         # Map order matches what encode_request would produce for these dicts.
         self._put_head = _packb("put") + b"\x82" + _packb("key")
         self._put_tail = _packb("value") + _packb(value)
-        self._get_head = _packb("range") + b"\x82" + _packb("key")
-        self._get_tail = _packb("serializable") + _packb(spec.consistency == "serializable")
+        level = spec.consistency
+        if level == "bounded":
+            self._get_head = _packb("range") + b"\x83" + _packb("key")
+            self._get_tail = (_packb("consistency") + _packb(level) + _packb("max_staleness_ms")
+                              + _packb(spec.max_staleness * 1000.0))
+        else:
+            self._get_head = _packb("range") + b"\x82" + _packb("key")
+            if level == "lease":
+                self._get_tail = _packb("consistency") + _packb(level)
+            else:
+                self._get_tail = _packb("serializable") + _packb(level == "serializable")
 
     def build(self, req_id: int, kind: int, key: bytes) -> bytes:
         if kind == _READ:
@@ -1233,13 +1245,25 @@ def _parse_rates(text: str) -> list[float]:
     return rates
 
 
+def _staleness(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    from fastraft.ctl import parse_duration  # the CLI's own duration syntax
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--max-staleness") from None
+
+
 @click.command("bench", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--endpoints", default="127.0.0.1:2379", show_default=True,
               help="comma-separated host:port of the members; the leader is found by status")
 @click.option("--workload", type=click.Choice(list(WORKLOADS)), default="put", show_default=True,
               help="put, get, or a YCSB mix: a 50/50, b 95/5 read/update, c read only")
 @click.option("--consistency", type=click.Choice(CONSISTENCY), default="linearizable",
-              show_default=True, help="consistency of reads")
+              show_default=True, help="read level (README, read levels)")
+@click.option("--max-staleness", default=None, metavar="DURATION",
+              help="bounded reads: how stale an answer may be (500ms, 2s)")
 @click.option("--keys", type=int, default=1000, show_default=True, help="key count")
 @click.option("--distribution", type=click.Choice(DISTRIBUTIONS), default="uniform",
               show_default=True)
@@ -1273,7 +1297,8 @@ def _parse_rates(text: str) -> list[float]:
 @click.option("--quiet", is_flag=True, help="no progress line")
 @click.option("--serve-noop", is_flag=True, hidden=True)
 @click.option("--noop-delay", type=float, default=0.0, hidden=True)
-def bench_command(endpoints: str, workload: str, consistency: str, keys: int, distribution: str,
+def bench_command(endpoints: str, workload: str, consistency: str, max_staleness: str | None,
+                  keys: int, distribution: str,
                   zipf_theta: float, value_size: int, key_size: int, clients: int, rate: float,
                   sweep: str, conns: int, max_inflight: int, procs: int, warmup: float,
                   duration: float, ops: int, timeout: float, preload: bool | None, seed: int,
@@ -1294,7 +1319,8 @@ def bench_command(endpoints: str, workload: str, consistency: str, keys: int, di
     if plot_path and not rates:
         raise click.UsageError("--plot needs --sweep")
     spec = Spec(endpoints=[e.strip() for e in endpoints.split(",") if e.strip()],
-                workload=workload, consistency=consistency, keys=keys, distribution=distribution,
+                workload=workload, consistency=consistency,
+                max_staleness=_staleness(max_staleness), keys=keys, distribution=distribution,
                 zipf_theta=zipf_theta, value_size=value_size, key_size=key_size, clients=clients,
                 rate=rate if not rates else rates[0], conns=conns, max_inflight=max_inflight,
                 procs=procs, warmup=warmup, duration=duration, ops=ops, timeout=timeout,

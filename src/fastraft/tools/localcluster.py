@@ -94,6 +94,11 @@ class MemberProc:
     log_path: str
     proc: subprocess.Popen | None = None
     extra: list[str] = field(default_factory=list)
+    metrics_port: int | None = None  # --listen-metrics-urls, when the cluster has them
+
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}"
 
     @property
     def endpoint(self) -> str:
@@ -119,12 +124,15 @@ class LocalCluster:
     """N members n1..nN on 127.0.0.1.
 
     Ports: with ``base_port`` B, member i (1-based) serves clients on B + 10*(i-1) and peers on
-    B + 10*(i-1) + 1 (so 2379/2380, 2389/2390, 2399/2400); without it, free ports are picked.
+    B + 10*(i-1) + 1 (so 2379/2380, 2389/2390, 2399/2400), and with ``metrics`` /health,
+    /readyz, /livez and /metrics on B + 10*(i-1) + 2 (2381, 2391, 2401); without it, free ports
+    are picked.
     """
 
     def __init__(self, size: int, base_dir: str, *, base_port: int | None = None,
                  token: str = "fastraft-local", heartbeat_ms: int = 50,
-                 election_ms: int = 500, extra_args: list[str] | None = None) -> None:
+                 election_ms: int = 500, extra_args: list[str] | None = None,
+                 metrics: bool = False) -> None:
         if not 1 <= size <= 9:
             raise ValueError("size must be between 1 and 9")
         self.base_dir = base_dir
@@ -134,14 +142,16 @@ class LocalCluster:
         self.extra_args = list(extra_args or [])
         os.makedirs(base_dir, exist_ok=True)
         if base_port is None:
-            ports = free_ports(2 * size)
-            pairs = [(ports[2 * i], ports[2 * i + 1]) for i in range(size)]
+            ports = free_ports(3 * size)
+            trios = [(ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]) for i in range(size)]
         else:
-            pairs = [(base_port + 10 * i, base_port + 10 * i + 1) for i in range(size)]
+            trios = [(base_port + 10 * i, base_port + 10 * i + 1, base_port + 10 * i + 2)
+                     for i in range(size)]
         self.members = [
             MemberProc(f"n{i + 1}", c, p, os.path.join(base_dir, f"n{i + 1}.fastraft"),
-                       os.path.join(base_dir, f"n{i + 1}.log"))
-            for i, (c, p) in enumerate(pairs)]
+                       os.path.join(base_dir, f"n{i + 1}.log"),
+                       metrics_port=mp if metrics else None)
+            for i, (c, p, mp) in enumerate(trios)]
 
     @property
     def initial_cluster(self) -> str:
@@ -167,6 +177,7 @@ class LocalCluster:
                 "--initial-cluster-token", self.token,
                 "--heartbeat-interval", str(self.heartbeat_ms),
                 "--election-timeout", str(self.election_ms),
+                *(["--listen-metrics-urls", m.metrics_url] if m.metrics_url else []),
                 *self.extra_args, *m.extra]
 
     def start(self, name: str | None = None) -> None:
