@@ -34,16 +34,20 @@ class InProcessMember:
     with the same ``ports``."""
 
     def __init__(self, data_dir: Path, *, snapshot_count: int = 10000,
-                 ports: tuple[int, int] | None = None) -> None:
+                 ports: tuple[int, int] | None = None, name: str = "solo",
+                 initial_cluster: str | None = None) -> None:
         # The member's identity derives from its peer URL: a restart must reuse ``ports``.
+        # ``initial_cluster`` (name=peer URL,...): one member of a cluster of several, each
+        # an InProcessMember of its own; default: a cluster of this member alone.
         self.ports = ports or (free_port(), free_port())
         client = f"http://127.0.0.1:{self.ports[0]}"
         peer = f"http://127.0.0.1:{self.ports[1]}"
         self.cfg = build_config({
-            "name": "solo", "data-dir": str(data_dir),
+            "name": name, "data-dir": str(data_dir),
             "listen-client-urls": client, "advertise-client-urls": client,
             "listen-peer-urls": peer, "initial-advertise-peer-urls": peer,
-            "initial-cluster": f"solo={peer}", "snapshot-count": str(snapshot_count),
+            "initial-cluster": initial_cluster or f"{name}={peer}",
+            "snapshot-count": str(snapshot_count),
             # Fast timings as in tests/node: the lone member elects itself after ~0.5 s.
             "heartbeat-interval": "50", "election-timeout": "500",
         }, env={})

@@ -107,6 +107,6 @@ def test_local_snapshot_is_a_view_at_its_index_and_is_retaken_after_restart(
         idx, members, kv_data = decode_snapshot(
             m.call(lambda: encode_snapshot(view_index, m.node.snapshots.view[2], loop_data)))
         assert idx == view_index and _kv_applied_in(kv_data)[0] == view_index
-        assert m.node.hex_id in members
+        assert m.node.id in [mb.id for mb in members]
     finally:
         m.stop()

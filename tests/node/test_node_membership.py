@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -245,16 +246,13 @@ def test_join_errors(make_cluster, tmp_path) -> None:
 
 
 class _Replies:
-    """Stands in for a client connection: records what the node answers."""
+    """Stands in for a front end: records what the KV service answers, per request."""
 
     def __init__(self) -> None:
         self.got: list[tuple[int, Any, Any]] = []
 
-    def reply(self, req_id: int, err: Any, res: Any) -> None:
-        self.got.append((req_id, err, res))
-
-    def flush(self) -> None:
-        pass
+    def done(self, req_id: int) -> Callable[[Any, Any], None]:
+        return lambda err, res: self.got.append((req_id, err, res))
 
 
 def test_one_membership_change_at_a_time(tmp_path) -> None:
@@ -267,22 +265,18 @@ def test_one_membership_change_at_a_time(tmp_path) -> None:
 
         def two_changes() -> FastraftError | None:
             # In one loop callback: the first is proposed and cannot commit before the second.
-            m.node.handle_request(conn, 1, "member_add",  # type: ignore[arg-type]
-                                  {"name": "x1", "peer_urls": ["http://127.0.0.1:1"],
-                                   "learner": True})
-            try:
-                m.node.handle_request(conn, 2, "member_add",  # type: ignore[arg-type]
-                                      {"name": "x2", "peer_urls": ["http://127.0.0.1:2"],
-                                       "learner": True})
-            except FastraftError as e:
-                return e
-            return None
+            m.node.service.submit("member_add", {"name": "x1", "peer_urls": [
+                "http://127.0.0.1:1"], "learner": True}, conn.done(1))
+            m.node.service.submit("member_add", {"name": "x2", "peer_urls": [
+                "http://127.0.0.1:2"], "learner": True}, conn.done(2))
+            return conn.got[0][1] if conn.got else None
 
         err = m.call(two_changes)
         assert isinstance(err, ConfChangeInProgressError)
         assert err.code == "CONF_CHANGE_IN_PROGRESS"
-        wait_for(lambda: len(m.call(lambda: list(conn.got))) == 1, 10, "the first change")
-        rid, e, res = conn.got[0]
+        wait_for(lambda: len(m.call(lambda: list(conn.got))) == 2, 10, "the first change")
+        assert m.call(lambda: conn.got[0][0]) == 2  # the refusal came at once
+        rid, e, res = conn.got[1]
         assert rid == 1 and e is None and res["member"]["name"] == "x1"
         assert sorted(x["name"] for x in res["members"]) == ["solo", "x1"]
         # Once applied, the next change is accepted.

@@ -144,6 +144,25 @@ def test_checksum_mismatch_is_refused_and_nothing_is_installed(member, source) -
     _nothing_left(member, before)
 
 
+def test_members_that_are_not_records_are_refused_and_nothing_is_installed(
+        member, source) -> None:
+    # A stream whose checksum is right but whose member map is not one (a bad hex id): it is
+    # refused at the end frame, before the install writes it, and the member goes on serving.
+    # (Before, the map was installed as it came and the member stopped when it loaded it.)
+    before = _state(member)
+    good = hashlib.sha256(b"".join(source)).digest()
+    bad = {**_members(member), "zz": {"name": "x", "peer_urls": [], "client_urls": [],
+                                      "is_learner": False}}
+    end = frame(encode_end(len(source), sum(map(len, source)), good, bad))
+    ans = _raw_stream(member, [frame(_hello(member, 1).encode()), *_chunk_frames(source), end],
+                      answer=True)
+    assert ans[1] is False and "malformed members" in ans[2]
+    _nothing_left(member, before)
+    with Client(member.endpoint, timeout=10.0) as c:
+        c.put(b"still", b"serving")
+        assert c.get(b"still").kvs[0].value == b"serving"
+
+
 def test_cut_and_stalled_streams_leave_nothing_and_a_retry_from_scratch_installs(
         member, source, caplog) -> None:
     caplog.set_level(logging.INFO, logger="fastraft.node")

@@ -170,14 +170,14 @@ def test_syncer_reports_errors_runs_before_start_returns_and_stops() -> None:
 
 def test_a_full_proposal_batch_is_proposed_at_once_and_every_put_applies(
         member: InProcessMember) -> None:
-    # The node batches a loop iteration's proposals in _core.ProposalBatch; one that fills up
+    # The KV service batches a loop iteration's proposals in _core.ProposalBatch; one that fills up
     # (here: 3 entries) is proposed at once and the rest of the burst starts a new batch.
     # Each put is answered ok exactly once and the store holds them all.
     sizes: list[int] = []
 
     def small_batches() -> None:
         node = member.node
-        node._proposals = ProposalBatch(max_entries=3)
+        node.service._proposals = ProposalBatch(max_entries=3)
         propose = node.raft.propose_batch
 
         def counting(datas: list[bytes]) -> int:

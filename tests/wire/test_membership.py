@@ -17,6 +17,7 @@ from fastraft.server.join import query_member
 from fastraft.server.membership import (
     Member,
     Membership,
+    members_from_wire,
     check_promote,
     encode_member_context,
     new_member_id,
@@ -38,13 +39,13 @@ MEMBERS = {
 
 def _membership(wire: dict[str, dict]) -> Membership:
     ms = Membership(0, [])
-    ms.load(wire)
+    ms.load(members_from_wire(wire))
     return ms
 
 
 def test_membership_round_trips_its_wire_form_and_keeps_own_client_urls() -> None:
     ms = Membership(0xA1, ["http://127.0.0.1:2379"])
-    ms.load(MEMBERS)
+    ms.load(members_from_wire(MEMBERS))
     assert ms.get(0xB2) == Member(0xB2, "n2", ["http://127.0.0.1:2390"], [], True)
     # Our own client URLs are the local truth, in a loaded record or a published one.
     assert ms.wire()["a1"]["client_urls"] == ["http://127.0.0.1:2379"]
@@ -139,7 +140,7 @@ def test_transport_answers_join_query_on_loopback() -> None:
         finally:
             await t.stop()
 
-    assert asyncio.run(run()) == (0x77, MEMBERS)
+    assert asyncio.run(run()) == (0x77, members_from_wire(MEMBERS))
 
 
 def test_client_argument_checks() -> None:

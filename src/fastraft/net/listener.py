@@ -1,11 +1,14 @@
 """The client-facing server: an asyncio Protocol per connection (uvloop when installed).
 
-It only frames and decodes; routing (propose, read, status) belongs to the handler the node
-passes in. Two rules keep it fast and robust:
+It only frames and decodes; serving (propose, read, status) belongs to the KV service
+(server/kvservice.py), which it knows only as a :class:`Service`: a request goes in with a
+``done`` callback (the connection's ``reply`` for that request id), a watch with the connection
+as its sink. Two rules keep it fast and robust:
 
 * Replies are buffered per connection and written with ONE ``transport.write`` per
-  ``data_received`` call (and one per loop iteration for replies that come later, e.g. writes
-  answered after their entry applied). FACTS.md: joining replies is worth 4-5x.
+  ``data_received`` call, and one per loop iteration for replies that come later (e.g. writes
+  answered after their entry applied) or at once when the service says a batch of such answers
+  is complete (its flush hook: after an apply). FACTS.md: joining replies is worth 4-5x.
 * Nothing a client sends can raise out of ``data_received``: a malformed envelope gets a
   ``BAD_REQUEST`` answer; broken framing (an oversized frame) gets a ``REQUEST_TOO_LARGE``
   answer with request id 0 and the connection is closed, since the stream can no longer be split.
@@ -16,18 +19,34 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, cast
+from functools import partial
+from typing import Any, Protocol, cast
 
 from fastraft.client.codec import decode_request, encode_response
 from fastraft.errors import BadRequestError, FastraftError
 from fastraft.net.framing import FrameDecoder, FrameTooLargeError, WireError, frame
 
-__all__ = ["ClientServer", "ClientConnection", "Handler"]
+__all__ = ["ClientServer", "ClientConnection", "Service"]
 
 log = logging.getLogger("fastraft.server")
 
-# handler(conn, req_id, op, args): answers now or later through conn.reply(...).
-Handler = Callable[["ClientConnection", int, str, dict[str, Any]], None]
+
+class Service(Protocol):
+    """What the listener needs of the KV service (server/kvservice.py's KVService).
+    ``stream_ops``: the operations served by ``watch`` (answers streamed to a sink), not
+    ``submit``."""
+
+    stream_ops: frozenset[str]
+
+    def submit(self, op: str, args: dict[str, Any],
+               done: Callable[[FastraftError | None, dict[str, Any] | None], None]) -> None: ...
+
+    def watch(self, sink: ClientConnection, req_id: int, op: str,
+              args: dict[str, Any]) -> None: ...
+
+    def stream_closed(self, sink: ClientConnection) -> None: ...
+
+    def add_flush_hook(self, hook: Callable[[], None]) -> None: ...
 
 
 class ClientConnection(asyncio.Protocol):
@@ -52,8 +71,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = None
         self._out.clear()
         self.server.connections.discard(self)
-        if self.server.on_connection_lost is not None:
-            self.server.on_connection_lost(self)  # e.g. drop this connection's watchers
+        self.server.pending.discard(self)
+        self.server.service.stream_closed(self)  # drop this connection's watchers
 
     def data_received(self, data: bytes) -> None:
         self._in_receive = True
@@ -83,10 +102,14 @@ class ClientConnection(asyncio.Protocol):
             self.reply(e.req_id or 0, BadRequestError(f"malformed request: {e.reason}"), None)
             return
         try:
-            self.server.handler(self, req_id, op, args)
+            if op in self.server.stream_ops:
+                self.server.service.watch(self, req_id, op, args)
+            else:
+                # partial, not a closure: one C call into reply, no Python frame of its own.
+                self.server.service.submit(op, args, partial(self.reply, req_id))
         except FastraftError as e:
             self.reply(req_id, e, None)
-        except Exception as e:  # a handler bug must not take the connection or loop down
+        except Exception as e:  # a service bug must not take the connection or loop down
             log.exception("internal error handling %s", op)
             self.reply(req_id, ("INTERNAL", f"internal error: {type(e).__name__}: {e}", {}), None)
 
@@ -102,6 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self._out.append(frame(body))
         if not self._in_receive and not self._flush_scheduled:
             self._flush_scheduled = True
+            self.server.pending.add(self)  # written by the service's flush hook, or:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def buffered(self) -> int:
@@ -115,7 +139,7 @@ class ClientConnection(asyncio.Protocol):
             return 0
 
     def flush(self) -> None:
-        """Write the queued replies now (the handler batches them itself, e.g. after apply)."""
+        """Write the queued replies now."""
         self._flush()
 
     def _flush(self) -> None:
@@ -133,13 +157,16 @@ class ClientConnection(asyncio.Protocol):
 
 
 class ClientServer:
-    """Listens on the client addresses and hands each request to ``handler``."""
+    """Listens on the client addresses and hands each request to ``service``."""
 
-    def __init__(self, handler: Handler, *, max_frame: int) -> None:
-        self.handler = handler
+    def __init__(self, service: Service, *, max_frame: int) -> None:
+        self.service = service
+        self.stream_ops = service.stream_ops
         self.max_frame = max_frame
         self.connections: set[ClientConnection] = set()
-        self.on_connection_lost: Callable[[ClientConnection], None] | None = None
+        # Connections holding replies given outside a read of theirs (not yet written).
+        self.pending: set[ClientConnection] = set()
+        service.add_flush_hook(self.flush_pending)
         self._servers: list[asyncio.AbstractServer] = []
         self.addrs: list[tuple[str, int]] = []
 
@@ -150,6 +177,14 @@ class ClientServer:
                                            reuse_address=True)
             self._servers.append(srv)
             self.addrs.append((host, srv.sockets[0].getsockname()[1]))
+
+    def flush_pending(self) -> None:
+        """Write the replies queued outside a read (the service answered a batch: an apply)."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, set()
+        for c in pending:
+            c.flush()
 
     def stop_listening(self) -> None:
         for s in self._servers:

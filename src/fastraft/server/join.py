@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import ConfigError
 from fastraft.net.framing import FrameDecoder, WireError, frame
 from fastraft.net.peercodec import decode_join_answer, encode_hello
+from fastraft.server.membership import Member, members_from_wire
 
 __all__ = ["discover_cluster", "query_member"]
 
@@ -33,11 +33,11 @@ NOT_LISTED_GRACE = 1.0
 
 
 async def query_member(addr: tuple[str, int], member_id: int, timeout: float
-                       ) -> tuple[int, dict[str, dict[str, Any]]]:
+                       ) -> tuple[int, list[Member]]:
     """Ask one member at ``addr`` (its peer port) for (cluster id, members).
 
     Raises OSError, asyncio.TimeoutError or WireError."""
-    async def ask() -> tuple[int, dict[str, dict[str, Any]]]:
+    async def ask() -> tuple[int, list[Member]]:
         reader, writer = await asyncio.open_connection(*addr)
         try:
             writer.write(frame(encode_hello(0, member_id)))
@@ -49,7 +49,8 @@ async def query_member(addr: tuple[str, int], member_id: int, timeout: float
                                           "another cluster's member?)")
                 bodies = dec.feed(data)
                 if bodies:
-                    return decode_join_answer(bodies[0])
+                    cid, wire = decode_join_answer(bodies[0])  # checked for shape there
+                    return cid, members_from_wire(wire)
             raise WireError("no complete answer")
         finally:
             writer.close()
@@ -58,7 +59,7 @@ async def query_member(addr: tuple[str, int], member_id: int, timeout: float
 
 
 async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0
-                           ) -> tuple[int, dict[str, dict[str, Any]]]:
+                           ) -> tuple[int, list[Member]]:
     """(cluster id, members) of the running cluster this member joins.
 
     Asks the other members of --initial-cluster in turn until one lists this member, for at
@@ -68,7 +69,7 @@ async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0
     if not others:
         raise ConfigError("--initial-cluster-state existing: --initial-cluster lists no other "
                           "member to join through", flag="initial-cluster")
-    me = format(cfg.member_id, "x")
+    me = format(cfg.member_id, "x")  # as log lines and messages name it
     problems: dict[str, str] = {}
     not_listed: dict[str, int] = {}
     deadline = time.monotonic() + timeout
@@ -83,7 +84,7 @@ async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0
             except (OSError, asyncio.TimeoutError, WireError, ValueError) as e:
                 problems[f"{name} ({url})"] = (str(e) or type(e).__name__)
                 continue
-            if me in members:
+            if any(m.id == cfg.member_id for m in members):
                 log.info("%s: joining cluster %x (answered by %s)", cfg.name, cid, name)
                 return cid, members
             if not not_listed:

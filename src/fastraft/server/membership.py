@@ -2,18 +2,20 @@
 ``member_add/remove/promote`` requests (pure, no I/O).
 
 A member is a ``Member``; the node's members are a ``Membership`` (id -> Member) that changes as
-conf-change and publish entries apply. On disk (storage meta "members"), in snapshots and on the
-wire (join answer, snapshot stream end) members are the map hex id -> {name, peer_urls,
-client_urls, is_learner}: ``Membership.wire`` / ``Membership.load`` convert, nothing else does.
+conf-change and publish entries apply. Between modules members travel as ``Member`` records
+(lists of them: a join's answer, a snapshot's members). On disk (storage meta "members", a
+snapshot install), in snapshot data and on the wire (join answer, snapshot stream end) they are
+the map hex id -> {name, peer_urls, client_urls, is_learner}: ``members_to_wire`` /
+``members_from_wire`` convert, where those bytes are written and read, nothing else does.
 
-The node (server/node.py) proposes the conf change the check functions approve; keeping them here
-lets them be unit-tested without a cluster.
+The KV service (server/kvservice.py) proposes the conf change the check functions approve;
+keeping them here lets them be unit-tested without a cluster.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import msgpack
@@ -24,6 +26,8 @@ from fastraft.errors import BadRequestError
 __all__ = [
     "Member",
     "Membership",
+    "members_from_wire",
+    "members_to_wire",
     "LEARNER_READY_FRACTION",
     "parse_member_add",
     "parse_member_id",
@@ -51,9 +55,18 @@ class Member:
 
     @classmethod
     def from_wire(cls, hex_id: str, d: Mapping[str, Any]) -> Member:
-        return cls(int(hex_id, 16), str(d.get("name", "")),
-                   [str(u) for u in d.get("peer_urls") or []],
-                   [str(u) for u in d.get("client_urls") or []], bool(d.get("is_learner", False)))
+        """Raises ValueError for a record that is not one (bytes from a peer or a disk)."""
+        if not isinstance(d, Mapping):
+            raise ValueError(f"member {hex_id!r}: not a record")
+        peer_urls, client_urls = d.get("peer_urls") or [], d.get("client_urls") or []
+        if not isinstance(peer_urls, list) or not isinstance(client_urls, list):
+            raise ValueError(f"member {hex_id!r}: URLs must be lists")
+        return cls(int(hex_id, 16), str(d.get("name", "")), [str(u) for u in peer_urls],
+                   [str(u) for u in client_urls], bool(d.get("is_learner", False)))
+
+    def copy(self) -> Member:
+        return dataclasses.replace(self, peer_urls=list(self.peer_urls),
+                                   client_urls=list(self.client_urls))
 
     def wire(self) -> dict[str, Any]:
         """The record as stored and sent (keyed by the hex id outside it)."""
@@ -88,19 +101,20 @@ class Membership:
     def get(self, mid: int) -> Member | None:
         return self._by_id.get(mid)
 
-    def load(self, wire: Mapping[str, Mapping[str, Any]]) -> None:
-        """Replace every record with ``wire`` (hex id -> record)."""
-        self._by_id = {}
-        for h, d in wire.items():
-            m = Member.from_wire(str(h), d)
-            self._by_id[m.id] = m
+    def load(self, members: Iterable[Member]) -> None:
+        """Replace every record with (copies of) ``members``."""
+        self._by_id = {m.id: m.copy() for m in members}
         me = self._by_id.get(self.own_id)
         if me is not None:
             me.client_urls = list(self._own_client_urls)
 
+    def copy(self) -> list[Member]:
+        """The members as of now, apart from later changes (e.g. a snapshot's)."""
+        return [m.copy() for m in self._by_id.values()]
+
     def wire(self) -> dict[str, dict[str, Any]]:
-        """hex id -> record: for storage, snapshots and join answers (a copy)."""
-        return {format(mid, "x"): m.wire() for mid, m in self._by_id.items()}
+        """hex id -> record: for storage and join answers (a copy)."""
+        return members_to_wire(self._by_id.values())
 
     def listing(self) -> list[dict[str, Any]]:
         """The members as clients see them, ordered by name."""
@@ -143,6 +157,18 @@ class Membership:
             return False
         m.client_urls = list(self._own_client_urls) if mid == self.own_id else list(urls)
         return True
+
+
+def members_to_wire(members: Iterable[Member]) -> dict[str, dict[str, Any]]:
+    """hex id -> record, as stored and sent."""
+    return {format(m.id, "x"): m.wire() for m in members}
+
+
+def members_from_wire(wire: Mapping[str, Any]) -> list[Member]:
+    """The members of a stored or received map; raises ValueError for one that is not."""
+    if not isinstance(wire, Mapping):
+        raise ValueError("members: not a map")
+    return [Member.from_wire(str(h), d) for h, d in wire.items()]
 
 
 def parse_member_add(args: dict[str, Any]) -> tuple[str, list[str], bool]:

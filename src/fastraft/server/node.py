@@ -21,19 +21,11 @@ every heartbeat interval; peer messages and client proposals are fed in as they 
 At most one ready pass runs at a time (the core allows one outstanding ready); a pass is
 scheduled with ``loop.call_soon`` after anything that may have produced work, so bursts coalesce.
 
-Client requests (see docs/architecture.md, "Client protocol") are routed here by net/listener.py:
-
-* writes (put/delete/txn/compact) are validated, encoded and batched; the batch is proposed once
-  per loop iteration. The reply waits for the entry to apply, keyed by (index, term): an entry of
-  another term at that index means NOT_COMMITTED (definitely not applied); no answer in time means
-  TIMEOUT (outcome unknown). Followers answer NOT_LEADER with the leader's client URLs.
-* linearizable reads are grouped per loop iteration under one ReadIndex context, then wait until
-  the state machine has applied the read index. Serializable reads answer from local state.
-
-* membership requests (member_add/remove/promote) are validated (server/membership.py) and proposed
-  as one conf-change entry by the leader; the reply waits for that entry to apply, as writes do.
-  A member started with ``--initial-cluster-state existing`` on an empty data dir first asks a
-  listed member for the cluster id and members (server/join.py).
+Client requests (see docs/architecture.md, "Client protocol") are served by the KV service
+(server/kvservice.py), which the front ends (net/listener.py) call; the node calls it back at
+its points: when entries apply (answer the writes and membership changes that waited), every tick
+(expire), when stopping (fail all). A member started with ``--initial-cluster-state existing`` on
+an empty data dir first asks a listed member for the cluster id and members (server/join.py).
 
 Members' names and URLs live in storage meta ("members"). Conf-change entries carry a new
 member's attributes in their context. Client URLs are *published*: a member that becomes leader
@@ -48,27 +40,13 @@ import asyncio
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 
-from fastraft import _version
-from fastraft._core import ProposalBatch
 from fastraft.client.codec import CLIENT_ENVELOPE_BYTES
 from fastraft.config import ServerConfig, parse_url
-from fastraft.errors import (
-    BadRequestError,
-    ConfChangeInProgressError,
-    DataDirError,
-    FastraftError,
-    NoLeaderError,
-    NotCommittedError,
-    NotLeaderError,
-    ProposalDroppedError,
-    StoppingError,
-    TimeoutError,
-    UnknownOperationError,
-)
+from fastraft.errors import DataDirError, FastraftError, NotLeaderError, StoppingError
 from fastraft.net.listener import ClientServer
 from fastraft.net.transport import PeerTransport
 from fastraft.raft.core import (
@@ -80,7 +58,6 @@ from fastraft.raft.core import (
     ENTRY_DATA,
     ENTRY_INDEX,
     ENTRY_NORMAL,
-    ENTRY_TERM,
     LEADER,
     Config,
     Entry,
@@ -93,21 +70,14 @@ from fastraft.raft.core import (
     heartbeat_round_of,
 )
 from fastraft.server.join import discover_cluster
-from fastraft.server.membership import (
-    Membership,
-    check_promote,
-    encode_member_context,
-    new_member_id,
-    parse_member_add,
-    parse_member_id,
-)
+from fastraft.server.kvservice import KVService
+from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
+from fastraft.server.readlevels import LevelReads, ReadLevels
+from fastraft.server.reads import LinearizableReads
 from fastraft.server.snapshot import decode_snapshot
 from fastraft.server.snapshotter import Snapshotter
-from fastraft.server.syncer import Syncer
-from fastraft.server.readlevels import LevelReads, ReadLevels, parse_read_level
-from fastraft.server.reads import LinearizableReads
 from fastraft.server.stats import NodeStats
-from fastraft.server.wait import Responder, Waiter
+from fastraft.server.syncer import Syncer
 from fastraft.storage.logstore import Storage
 from fastraft.storage.mvcc import KV
 from fastraft.storage.watch import WatchHub
@@ -119,8 +89,6 @@ __all__ = ["Node", "PUBLISH_OP"]
 
 log = logging.getLogger("fastraft.node")
 
-WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
-MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 SNAP = MsgType.MsgSnap.value
 HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 
@@ -159,13 +127,6 @@ class Node:
         self._ticker: asyncio.TimerHandle | None = None
         self._ready_scheduled = False
         self._in_ready = False
-        # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
-        # one MsgApp per follower for all); each waiter is (conn, req_id).
-        self._proposals = ProposalBatch()
-        self._proposals_scheduled = False
-        self._waiters: dict[int, Waiter] = {}
-        # Membership requests waiting for their conf-change entry (by index) to apply.
-        self._cc_waiters: dict[int, tuple[Waiter, int, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
@@ -187,13 +148,24 @@ class Node:
             now=time.monotonic,
             linearizable=lambda cb: self.reads.read(self._running_loop(), cb),
             wait_applied=lambda i, cb: self.reads.wait_applied(self._running_loop(), i, cb),
-            not_leader=self._not_leader)
+            not_leader=lambda: self.service.not_leader())
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stopping = False
         self._closed = False
-        self._publish_pending = False
+        # Client requests in, results out (the front ends call it; writes are batched there).
+        self.service = KVService(
+            members=self.members, reads=self.reads, watch_hub=self.watch_hub,
+            stopping=lambda: self._stopping, closed=lambda: self._closed,
+            schedule_ready=self._schedule_ready, transfer_leadership=self._transfer_leadership,
+            keep_task=self._keep_task, levels=self.levels, stats=self.stats,
+            request_timeout=request_timeout, read_timeout=read_timeout)
         # Local snapshot views, snapshot streams sent and received, installs.
-        self.snapshots = Snapshotter(self)
+        self.snapshots = Snapshotter(
+            cfg.member_id, self.members,
+            peer_addr=lambda mid: (self.transport.peer_addr(mid) if self.transport is not None
+                                   else None),
+            closed=lambda: self._closed, schedule_ready=self._schedule_ready,
+            keep_task=self._keep_task, installed=self._snapshot_installed, stats=self.stats)
         self._saved_term_vote = (0, 0)
         # Readies with at most this many entries sync on the loop (see _run_ready).
         # Measured (3 members + load tool on 2 cores, noisy): ~28k vs ~24k puts/s at 128
@@ -207,7 +179,7 @@ class Node:
         Raises DataDirError for a data dir this member must not use."""
         cfg = self.cfg
         self._loop = asyncio.get_running_loop()
-        joined: dict[str, dict[str, Any]] | None = None
+        joined: list[Member] | None = None
         if cfg.initial_cluster_state == "existing":
             ident = Storage.read_identity(cfg.data_dir)
             if ident is None:
@@ -237,13 +209,15 @@ class Node:
                 # Start with no configuration of our own: the leader's snapshot (every member
                 # compacts when it applies an add) brings it. The member list learned here only
                 # tells the transport where the peers are until then.
-                self.storage.put_meta("members", joined)
+                self.storage.put_meta("members", members_to_wire(joined))
                 self.storage.put_meta("bootstrap_conf", [[], []])
                 self.storage.sync()
             await self._open_state()
             st = self.storage
+            assert self.raft is not None and self.kv is not None
+            self.service.open(self.cfg, self.token, self.raft, self.kv, st, self._loop)
             self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
-            self.snapshots.start()
+            self.snapshots.start(self.cfg, self.raft, self.kv, st, self._loop)
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(),
                                            self.members.peer_addrs(), self._on_peer_message,
                                            delay_ms=cfg.experimental_peer_delay_ms)
@@ -254,9 +228,8 @@ class Node:
             self.transport.on_join_query = lambda: (self.cfg.cluster_id, self.members.wire())
             self.transport.on_snapshot_stream = self.snapshots.on_stream
             await self.transport.start()
-            self.server = ClientServer(self.handle_request,
+            self.server = ClientServer(self.service,
                                        max_frame=cfg.max_request_bytes + CLIENT_ENVELOPE_BYTES)
-            self.server.on_connection_lost = self.watch_hub.connection_lost
             await self.server.start(cfg.client_addrs())
             st.on_sync_seconds = self.stats.wal_fsync_seconds.observe
             st.on_write_seconds = self.stats.backend_commit_seconds.observe
@@ -286,12 +259,10 @@ class Node:
             st.put_meta("cluster_token", self.token)  # durable with the first sync
         stored = st.get_meta("members")
         if stored:
-            self.members.load(stored)
+            self.members.load(members_from_wire(stored))
         else:
-            self.members.load({
-                format(mid, "x"): {"name": name, "peer_urls": list(urls), "client_urls": [],
-                                   "is_learner": False}
-                for mid, (name, urls) in cfg.initial_members().items()})
+            self.members.load(Member(mid, name, list(urls))
+                              for mid, (name, urls) in cfg.initial_members().items())
         snapshot = None
         if snap_meta is not None:
             index, term, voters, learners = snap_meta
@@ -612,36 +583,17 @@ class Node:
         if members_changed and self.storage is not None:
             # Written before kv.apply's batch: one WAL, so a durable `applied` implies this too.
             self.storage.put_meta("members", self.members.wire())
-        if self._cc_waiters:
-            for e in entries:
-                if e[ENTRY_INDEX] in self._cc_waiters:
-                    # The change itself, or (other term) the entry that replaced it.
-                    self._answer_conf_change(e)
+        svc = self.service
+        if svc.member_waiters:
+            # The changes themselves, or (other term) the entries that replaced them.
+            svc.answer_member_changes(entries)
         started = time.perf_counter()
         results = kv.apply(to_apply)
         self.stats.apply_seconds.observe(time.perf_counter() - started)
         if self.watch_hub.watchers:  # the only watch cost on the apply path
             self.watch_hub.notify()
-        if self._waiters:
-            by_index = dict(results)
-            term = self.raft.term
-            replied: set[Responder] = set()
-            for index, term_e, _, _ in entries:
-                w = self._waiters.pop(index, None)
-                if w is None or w.conn is None:
-                    continue
-                replied.add(w.conn)
-                res = by_index.get(index)
-                if w.term != term_e or res is None:
-                    self.stats.proposals_failed += 1
-                    w.conn.reply(w.req_id, NotCommittedError(
-                        "the proposal was replaced by another leader's entry: not applied"), None)
-                elif isinstance(res, FastraftError):
-                    w.conn.reply(w.req_id, res, None)
-                else:
-                    w.conn.reply(w.req_id, None, self._with_header(cast(dict, res), term))
-            for conn in replied:
-                conn.flush()  # now, not one loop iteration later
+        if svc.waiters:
+            svc.answer_writes(entries, results)
         self.reads.on_applied()
 
     def _apply_conf_change(self, e: Entry) -> bool:
@@ -691,329 +643,52 @@ class Node:
         if not self.members.set_client_urls(mid, urls):  # ours stay the local truth
             return False
         if mid == self.id:
-            self._publish_pending = False
+            self.service.publish_pending = False
         return True
 
-    def _set_members(self, members: dict[str, dict]) -> None:
-        """The members of an installed snapshot (hex id -> record, as stored)."""
+    def _snapshot_installed(self, members: list[Member]) -> None:
+        """A streamed snapshot replaced the state (server/snapshotter.py): its members."""
         self.members.load(members)
         if self.storage is not None:
             self.storage.put_meta("members", self.members.wire())
         if self.transport is not None:
             for mid, addr in self.members.peer_addrs().items():
                 self.transport.add_peer(mid, addr)
+        if self.watch_hub.watchers:
+            self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
         self.stats.on_leader(leader)
         self.reads.on_leader(leader)
         if role == LEADER:
-            if self.id in self.members and not self._publish_pending:
-                self._publish_pending = True
+            if self.id in self.members and not self.service.publish_pending:
+                self.service.publish_pending = True
                 attrs = {"id": self.id, "client_urls": list(self.cfg.advertise_client_urls)}
-                self._queue_proposal(msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True),
-                                     None, 0)
+                self.service.propose_internal(
+                    msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True))
         else:
-            self._publish_pending = False
-
-    # ------------------------------------------------------------------ requests
-    def handle_request(self, conn: Responder, req_id: int, op: str,
-                       args: dict[str, Any]) -> None:
-        """Route one client request (called by net/listener.py; errors raised become replies)."""
-        if self._stopping:
-            raise StoppingError("the member is stopping")
-        kv, raft = self.kv, self.raft
-        assert kv is not None and raft is not None
-        if op in WRITE_OPS:
-            data = kv.encode_command(op, args)  # validates fully; raises a FastraftError
-            if raft.role != LEADER:
-                raise self._not_leader()
-            self._queue_proposal(data, conn, req_id)
-        elif op in MEMBER_OPS:
-            self._member_change(conn, req_id, op, args)
-        elif op == "range":
-            self._range(conn, req_id, args)
-        elif op == "status":
-            conn.reply(req_id, None, self.status())
-        elif op == "member_list":
-            conn.reply(req_id, None, {"header": self._header(kv.revision, raft.term),
-                                      "members": self.member_list()})
-        elif op == "health":
-            self._health(conn, req_id)
-        elif op == "watch" or op == "watch_cancel":
-            self.watch_hub.handle(conn, req_id, op, args)  # served from local applied state
-        else:
-            raise UnknownOperationError(
-                f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
-                "status, member_list, member_add, member_remove, member_promote, health, "
-                "watch, watch_cancel")
-
-    def _range(self, conn: Responder, req_id: int, args: dict[str, Any]) -> None:
-        """A range at its read level (server/readlevels.py); bad args raise before anything."""
-        kv, raft = self.kv, self.raft
-        assert kv is not None and raft is not None
-        level, bound = parse_read_level(args)
-        kv.validate("range", args)
-
-        def do_range(err: FastraftError | None, contact_age: float | None) -> None:
-            if err is not None:
-                conn.reply(req_id, err, None)
-                return
-            try:
-                res = kv.range(**args)
-            except FastraftError as e:
-                conn.reply(req_id, e, None)
-                return
-            res = self._with_header(res, raft.term)
-            if contact_age is not None:  # serializable and bounded answers only
-                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
-            conn.reply(req_id, None, res)
-
-        self.levels.read(level, bound, do_range)
+            self.service.publish_pending = False
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
         return self._loop
 
-    def _member_change(self, conn: Responder, req_id: int, op: str,
-                       args: dict[str, Any]) -> None:
-        """member_add / member_remove / member_promote: validate, propose the conf change and
-        answer once it is applied (the leader only; one change at a time, as the core allows)."""
-        raft, kv = self.raft, self.kv
-        assert raft is not None and kv is not None and self._loop is not None
-        if raft.role == LEADER and raft.pending_conf_index > kv.applied:
-            # The core allows the next change once the previous one is committed; we wait until
-            # it is applied too, so the checks below see the member list it produced.
-            raise ConfChangeInProgressError()
-        if op == "member_add":
-            name, urls, learner = parse_member_add(args)  # bad input: same answer on any member
-            if raft.role != LEADER:
-                raise self._not_leader()
-            mid = new_member_id(name, urls, self.token, self.members)
-            cc = CC_ADD_LEARNER if learner else CC_ADD_VOTER
-            context = encode_member_context(name, urls)
-        else:
-            if raft.role != LEADER:
-                # Before looking the id up: a follower's member list may lag the leader's.
-                raise self._not_leader()
-            mid = parse_member_id(op, args, self.members)
-            context = b""
-            if op == "member_remove" and mid == self.id and len(raft.voters) > 1:
-                # The leader removing itself: hand leadership to another voter first, then
-                # answer NOT_LEADER so the client sends the removal to the new leader. (A
-                # leader that committed its own removal would step down before telling the
-                # others the commit index, leaving them to elect a leader with it still in
-                # their configuration.)
-                self._keep_task(self._loop.create_task(
-                    self._handover_then_redirect(conn, req_id)))
-                return
-            if op == "member_remove":
-                cc = CC_REMOVE
-            else:
-                progress = raft.status().get("progress", {})
-                learner = progress.get(mid)
-                check_promote(mid, self.members,
-                              None if learner is None else int(learner["match"]),
-                              raft.last_index)
-                cc = CC_PROMOTE
-        try:
-            index = raft.propose_conf_change(cc, mid, context)
-        except NotLeaderError:
-            raise self._not_leader() from None
-        except ProposalDroppedError:
-            raise NotCommittedError("leadership transfer in progress: not applied") from None
-        except ValueError as e:  # the core's own membership checks
-            raise BadRequestError(f"{op}: {e}") from None
-        # ConfChangeInProgressError propagates: its code tells the client to retry later.
-        old = self._cc_waiters.pop(index, None)
-        if old is not None and old[0].conn is not None:
-            old[0].conn.reply(old[0].req_id, NotCommittedError(
-                "the membership change was replaced by another leader's entry: not applied"),
-                None)
-        self._cc_waiters[index] = (
-            Waiter(raft.term, conn, req_id, self._loop.time() + self.request_timeout), mid, op)
-        log.info("%s: proposed %s of %x at index %d", self.cfg.name, op, mid, index)
-        self._schedule_ready()
-
-    async def _handover_then_redirect(self, conn: Responder, req_id: int) -> None:
-        raft = self.raft
-        assert raft is not None
-        if raft.role == LEADER:
-            await self._transfer_leadership("asked to remove itself")
-        if raft.role == LEADER:
-            conn.reply(req_id, NotCommittedError(
-                "member_remove: this member is the leader and could not hand leadership to "
-                "another voter (none reachable and in sync?); not applied, retry later"), None)
-        else:
-            conn.reply(req_id, self._not_leader(), None)
-
-    def _answer_conf_change(self, e: Entry) -> None:
-        entry = self._cc_waiters.pop(e[ENTRY_INDEX], None)
-        if entry is None:
-            return
-        w, mid, op = entry
-        if w.conn is None:
-            return
-        if w.term != e[ENTRY_TERM]:
-            w.conn.reply(w.req_id, NotCommittedError(
-                "the membership change was replaced by another leader's entry: not applied"),
-                None)
-            return
-        assert self.kv is not None and self.raft is not None
-        m = self.members.get(mid)
-        res: dict[str, Any] = {"header": self._header(self.kv.revision, self.raft.term),
-                               "members": self.member_list()}
-        if op == "member_add":
-            # The token too: the new member needs it to derive the same id (etcd's token is
-            # not secret either; it only keeps clusters' ids apart).
-            res["cluster_token"] = self.token
-        if m is not None:
-            res["member"] = m.info()
-        w.conn.reply(w.req_id, None, res)
-        w.conn.flush()
-
     def _watch_header(self, revision: int) -> dict[str, int]:
-        return self._header(revision, self.raft.term if self.raft is not None else 0)
-
-    def _header(self, revision: int, term: int) -> dict[str, int]:
-        return {"cluster_id": self.cfg.cluster_id, "member_id": self.id, "revision": revision,
-                "raft_term": term}
-
-    def _with_header(self, res: dict[str, Any], term: int) -> dict[str, Any]:
-        assert self.kv is not None
-        res["header"] = self._header(res.pop("revision", self.kv.revision), term)
-        return res
-
-    def _not_leader(self) -> FastraftError:
-        assert self.raft is not None
-        leader = self.raft.leader
-        if leader == 0:
-            return NoLeaderError("no leader: the cluster has no quorum or is electing one")
-        m = self.members.get(leader)
-        return NotLeaderError(f"not the leader; the leader is {leader:x}",
-                              leader=format(leader, "x"),
-                              leader_urls=list(m.client_urls) if m is not None else [])
-
-    def _queue_proposal(self, data: bytes, conn: Responder | None, req_id: int) -> None:
-        if self._proposals.add(data, (conn, req_id)):
-            # Full (count or bytes bound): propose these now; later ones wait for the loop.
-            self._flush_proposals()
-            return
-        if not self._proposals_scheduled:
-            self._proposals_scheduled = True
-            assert self._loop is not None
-            self._loop.call_soon(self._flush_proposals)
-
-    def _flush_proposals(self) -> None:
-        self._proposals_scheduled = False
-        datas, batch = self._proposals.take()
-        if not batch or self.raft is None:
-            return
-        if self._closed:
-            for conn, req_id in batch:
-                if conn is not None:
-                    conn.reply(req_id, StoppingError("the member is stopping"), None)
-            return
-        raft = self.raft
-        try:
-            last = raft.propose_batch(datas)
-        except (NotLeaderError, ProposalDroppedError) as e:
-            err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
-                                  NotCommittedError("leadership transfer in progress: not applied"))
-            self.stats.proposals_failed += len(batch)
-            for conn, req_id in batch:
-                if conn is not None:
-                    conn.reply(req_id, err, None)
-            if isinstance(e, NotLeaderError):
-                self._publish_pending = False
-            return
-        assert self._loop is not None
-        self.stats.proposal_batch.observe(len(batch))
-        term = raft.term
-        deadline = self._loop.time() + self.request_timeout
-        first = last - len(batch) + 1
-        for i, (conn, req_id) in enumerate(batch):
-            old = self._waiters.pop(first + i, None)
-            if old is not None and old.conn is not None:
-                # Our own earlier entry at this index was overwritten: it never applied.
-                old.conn.reply(old.req_id, NotCommittedError(
-                    "the proposal was replaced by another leader's entry: not applied"), None)
-            self._waiters[first + i] = Waiter(term, conn, req_id, deadline)
-        # Scheduled, not run here: peer messages (acks) that came in this same iteration then
-        # join the pass. Running it directly measured no better and worse at moderate load.
-        self._schedule_ready()
+        return self.service.header(revision, self.raft.term if self.raft is not None else 0)
 
     def _expire(self, now: float) -> None:
         """Answer what waited past its deadline (called every tick)."""
-        while self._waiters:
-            index = next(iter(self._waiters))
-            w = self._waiters[index]
-            if w.deadline > now:
-                break  # insertion order is deadline order
-            del self._waiters[index]
-            self.stats.proposals_failed += 1
-            if w.conn is not None:
-                w.conn.reply(w.req_id, TimeoutError(
-                    "request timed out: the write may or may not have been applied"), None)
-        for index, (w, _, _) in list(self._cc_waiters.items()):
-            if w.deadline <= now:
-                del self._cc_waiters[index]
-                if w.conn is not None:
-                    w.conn.reply(w.req_id, TimeoutError(
-                        "membership change timed out: it may or may not have been applied; "
-                        "check `member list`"), None)
+        self.service.expire(now)
         self.reads.expire(now)
 
     def _fail_all(self, err: FastraftError) -> None:
-        for conn, req_id in self._proposals.take()[1]:
-            if conn is not None:
-                conn.reply(req_id, err, None)
-        waiters, self._waiters = self._waiters, {}
-        for w in waiters.values():
-            if w.conn is not None:
-                w.conn.reply(w.req_id, err, None)
-        cc_waiters, self._cc_waiters = self._cc_waiters, {}
-        for w, _, _ in cc_waiters.values():
-            if w.conn is not None:
-                w.conn.reply(w.req_id, err, None)
+        self.service.fail_all(err)
         self.reads.fail_all(err)
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        raft, kv, st = self.raft, self.kv, self.storage
-        assert raft is not None and kv is not None and st is not None
-        return {
-            "header": self._header(kv.revision, raft.term),
-            "member_id": self.id,
-            "leader": raft.leader,
-            "version": _version.__version__,
-            "db_size": st.db_size(),
-            "raft_term": raft.term,
-            "raft_index": raft.last_index,
-            "raft_applied_index": kv.applied,
-            # A joiner has no configuration until the leader's snapshot: until then, what the
-            # cluster listed it as when it joined.
-            "is_learner": (self.id in raft.learners if raft.voters else
-                           bool((me := self.members.get(self.id)) and me.is_learner)),
-            "errors": ["no leader"] if raft.leader == 0 else [],
-        }
+        return self.service.status()
 
     def member_list(self) -> list[dict[str, Any]]:
-        return self.members.listing()
-
-    def _health(self, conn: Responder, req_id: int) -> None:
-        assert self._loop is not None
-        started = self._loop.time()
-
-        def done(err: FastraftError | None) -> None:
-            took = (self._loop.time() - started) * 1000.0 if self._loop else 0.0
-            if err is None:
-                conn.reply(req_id, None, {"health": True,
-                                          "reason": f"read index confirmed in {took:.1f} ms"})
-            else:
-                conn.reply(req_id, None, {"health": False, "reason": err.message})
-
-        # "Quickly": one election timeout, at most the normal read timeout.
-        self.reads.read(self._loop, done, timeout=min(self.read_timeout,
-                                                      max(0.5, self.cfg.election_timeout / 1000.0)))
-
+        return self.service.member_list()

@@ -7,9 +7,11 @@ streamed snapshot that is staged locally carries a *staged marker* instead (neve
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 import msgpack
 
+from fastraft.server.membership import Member, members_from_wire, members_to_wire
 from fastraft.storage.logstore import Install
 
 __all__ = ["STAGED_MAGIC", "encode_snapshot", "decode_snapshot", "staged_marker"]
@@ -23,12 +25,12 @@ _SNAP_HDR = struct.Struct(">8sQ")
 STAGED_MAGIC = b"FRSTAGED"
 
 
-def encode_snapshot(index: int, members: dict[str, dict], kv_data: bytes) -> bytes:
-    return _SNAP_HDR.pack(_SNAP_MAGIC, index) + msgpack.packb([members, kv_data],
-                                                              use_bin_type=True)
+def encode_snapshot(index: int, members: Iterable[Member], kv_data: bytes) -> bytes:
+    return _SNAP_HDR.pack(_SNAP_MAGIC, index) + msgpack.packb(
+        [members_to_wire(members), kv_data], use_bin_type=True)
 
 
-def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
+def decode_snapshot(data: bytes) -> tuple[int, list[Member], bytes]:
     """Inverse of encode_snapshot; raises ValueError on anything else."""
     if len(data) < _SNAP_HDR.size:
         raise ValueError("snapshot data is too short")
@@ -41,7 +43,7 @@ def decode_snapshot(data: bytes) -> tuple[int, dict[str, dict], bytes]:
         raise ValueError(f"snapshot data is corrupt ({e})") from None
     if not isinstance(members, dict) or not isinstance(kv_data, bytes):
         raise ValueError("snapshot data has the wrong shape")
-    return index, members, kv_data
+    return index, members_from_wire(members), kv_data
 
 
 def staged_marker(install: Install) -> bytes:

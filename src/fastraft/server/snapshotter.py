@@ -3,7 +3,11 @@
 The node (server/node.py) calls in at four points: ``maybe_snapshot`` after each ready,
 ``stream`` for a MsgSnap the core sends, ``take_install`` when a ready carries a received
 snapshot (the install goes into that ready's ``storage.save``), and ``restore`` once that ready
-is durable. The transport calls ``on_stream`` when a leader opens a snapshot stream to us.
+is durable. The transport calls ``on_stream`` when a leader opens a snapshot stream to us. What
+it needs of the node it is given, as server/reads.py is: the state (core, KV, storage, loop) at
+``start``, a few callbacks (schedule a ready pass, hold a task, where a peer is, whether the
+member closed, and ``installed``: a streamed snapshot replaced the state, here are its members)
+and the member's counters (server/stats.py).
 
 The local snapshot is a RocksDB view, not a copy: the state machine lives in the same RocksDB as
 the log, so taking one records the metadata, drops the log up to it and keeps an O(1) view of
@@ -18,8 +22,10 @@ import hashlib
 import itertools
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
+from fastraft.config import ServerConfig
 from fastraft.errors import FastraftError
 from fastraft.net.framing import WireError
 from fastraft.net.snapstream import (
@@ -30,13 +36,12 @@ from fastraft.net.snapstream import (
     decode_end,
     send_snapshot,
 )
-from fastraft.raft.core import Message, MsgType, Snapshot
+from fastraft.raft.core import Message, MsgType, Raft, Snapshot
+from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
 from fastraft.server.snapshot import STAGED_MAGIC, staged_marker
-from fastraft.storage.logstore import Install
+from fastraft.server.stats import NodeStats
+from fastraft.storage.logstore import Install, Storage
 from fastraft.storage.mvcc import KV
-
-if TYPE_CHECKING:
-    from fastraft.server.node import Node
 
 __all__ = ["Snapshotter", "SNAP_CATCH_UP_GRACE", "SnapView"]
 
@@ -49,15 +54,33 @@ SNAP = MsgType.MsgSnap.value
 SNAP_CATCH_UP_GRACE = 5.0
 
 # (index, RocksDB view of the KV at index, members as of index)
-SnapView = tuple[int, Any, dict[str, dict]]
+SnapView = tuple[int, Any, list[Member]]
 
 
 class Snapshotter:
     """The snapshot state of one node: its view, the stream it sends, the one it receives and
     a received snapshot on its way to being installed."""
 
-    def __init__(self, node: Node) -> None:
-        self._node = node
+    def __init__(self, member_id: int, members: Membership, *,
+                 peer_addr: Callable[[int], tuple[str, int] | None],
+                 closed: Callable[[], bool], schedule_ready: Callable[[], None],
+                 keep_task: Callable[[asyncio.Task[None]], None],
+                 installed: Callable[[list[Member]], None], stats: NodeStats) -> None:
+        self.id = member_id
+        self._members = members
+        self._peer_addr = peer_addr
+        self._closed = closed
+        self._schedule_ready = schedule_ready
+        self._keep_task = keep_task
+        self._installed = installed
+        self._stats = stats  # counters for /metrics (sent and received snapshots)
+        # Given by start(), once the member's state is open.
+        self.cfg: ServerConfig | None = None
+        self.raft: Raft | None = None
+        self.kv: KV | None = None
+        self.storage: Storage | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.name = ""
         self.last_index = 0  # index of the last local snapshot (taken or installed)
         # Serialized only when a follower needs it.
         self.view: SnapView | None = None
@@ -79,8 +102,10 @@ class Snapshotter:
         self._closing = False  # read by the snapshot worker thread: stop serializing
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        name = self._node.cfg.name
+    def start(self, cfg: ServerConfig, raft: Raft, kv: KV, storage: Storage,
+              loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg, self.raft, self.kv, self.storage, self.loop = cfg, raft, kv, storage, loop
+        self.name = name = cfg.name
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"snap-{name}")
         # One thread: a cut transfer's last job runs before the next transfer's first.
@@ -105,7 +130,7 @@ class Snapshotter:
 
     def set_view(self, index: int, view: Any) -> None:
         # A copy: the members as of `index` (later changes must not leak into it).
-        self.view = (index, view, self._node.members.wire())
+        self.view = (index, view, self._members.copy())
 
     # ------------------------------------------------------------------ taking one
     def maybe_snapshot(self) -> None:
@@ -116,17 +141,16 @@ class Snapshotter:
         it and keep an O(1) RocksDB view of the KV at that index for a follower that may need
         it. No sync here: the next ready's sync covers it (storage.save_snapshot_meta). Copying
         the whole KV on the loop here was the p99 spikes (and ~25% of CPU) before."""
-        node = self._node
-        kv, raft, st = node.kv, node.raft, node.storage
-        assert kv is not None and raft is not None and st is not None
-        if kv.applied - self.last_index < node.cfg.snapshot_count and not (
+        kv, raft, st, cfg = self.kv, self.raft, self.storage, self.cfg
+        assert kv is not None and raft is not None and st is not None and cfg is not None
+        if kv.applied - self.last_index < cfg.snapshot_count and not (
                 self.compact_for_join and raft.snapshot is None):
             return
         if self._sending is not None:
             # A follower is receiving the current one: keep the entries after it (and the
             # view the stream reads).
             return
-        loop = node._loop
+        loop = self.loop
         assert loop is not None
         if loop.time() - self._sent_at < SNAP_CATCH_UP_GRACE:
             # A follower just got the current snapshot and catches up from the log entries
@@ -140,7 +164,7 @@ class Snapshotter:
         st.save_snapshot_meta(s.index, s.term, s.voters, s.learners)
         self.set_view(index, kv.snapshot_view())
         self.last_index = index
-        log.info("%s: took snapshot at index %d and compacted the log", node.cfg.name, index)
+        log.info("%s: took snapshot at index %d and compacted the log", self.name, index)
 
     # ------------------------------------------------------------------ sending
     def stream(self, m: Message) -> None:
@@ -150,47 +174,45 @@ class Snapshotter:
         would see a later state). The core re-sends MsgSnap while a transfer runs (it re-probes
         after an election timeout without an answer); a stream already on its way for the same
         follower and index is left to finish. Its end is reported to the core either way."""
-        node = self._node
-        raft, snap, loop = node.raft, m.snapshot, node._loop
-        assert raft is not None and snap is not None and loop is not None
+        raft, snap, loop, cfg = self.raft, m.snapshot, self.loop, self.cfg
+        assert raft is not None and snap is not None and loop is not None and cfg is not None
         cur = self._sending
         if cur is not None:
             if cur[0] != m.to or cur[1] != snap.index:
                 raft.report_snapshot(m.to, False)  # busy: the core asks again later
             return
         view = self.view
-        addr = node.transport.peer_addr(m.to) if node.transport is not None else None
+        addr = self._peer_addr(m.to)
         if view is None or view[0] != snap.index or addr is None:
-            log.error("%s: no view of snapshot %d to stream to %x", node.cfg.name, snap.index,
+            log.error("%s: no view of snapshot %d to stream to %x", self.name, snap.index,
                       m.to)
             raft.report_snapshot(m.to, False)
             return
         tid = next(self._transfer_seq)
-        hello = StreamHello(node.cfg.cluster_id, node.id, m.to, tid, m.term, snap.index,
+        hello = StreamHello(cfg.cluster_id, self.id, m.to, tid, m.term, snap.index,
                             snap.term, tuple(snap.voters), tuple(snap.learners))
         task = loop.create_task(self._run_stream(addr, hello, view))
         self._sending = (m.to, snap.index, task)
-        node._keep_task(task)
+        self._keep_task(task)
 
     async def _run_stream(self, addr: tuple[str, int], hello: StreamHello,
                           view: SnapView) -> None:
-        node = self._node
-        kv, loop = node.kv, node._loop
+        kv, loop = self.kv, self.loop
         assert kv is not None and loop is not None and self._executor is not None
         index, it, members = view
         log.info("%s: streaming snapshot [index: %d, term: %d] to %x (transfer %d)",
-                 node.cfg.name, index, hello.snap_term, hello.to, hello.transfer_id)
+                 self.name, index, hello.snap_term, hello.to, hello.transfer_id)
         started = time.monotonic()
         ok = False
         nbytes = 0
         try:
             n, nbytes = await send_snapshot(
-                addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing), members,
-                self._executor, stall_timeout=self.stall_timeout)
+                addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing),
+                members_to_wire(members), self._executor, stall_timeout=self.stall_timeout)
             ok = True
             took = time.monotonic() - started
             log.info("%s: sent snapshot [index: %d] to %x: %d chunks, %.1f MiB in %.2fs "
-                     "(%.1f MiB/s)", node.cfg.name, index, hello.to, n, nbytes / 2**20, took,
+                     "(%.1f MiB/s)", self.name, index, hello.to, n, nbytes / 2**20, took,
                      nbytes / 2**20 / max(took, 1e-9))
         except asyncio.CancelledError:
             raise
@@ -198,43 +220,41 @@ class Snapshotter:
             pass  # we are stopping
         except Exception as e:  # refused, cut, stalled; uvloop raises RuntimeError on a
             # write to a connection the peer reset
-            log.warning("%s: snapshot [index: %d] to %x failed: %s", node.cfg.name, index,
+            log.warning("%s: snapshot [index: %d] to %x failed: %s", self.name, index,
                         hello.to, str(e) or type(e).__name__)
         finally:
             cur = self._sending
             if cur is not None and cur[2] is asyncio.current_task():
                 self._sending = None
             self._sent_at = loop.time()
-            node.stats.on_snapshot_sent(hello.to, ok, nbytes)
-            if node.raft is not None and not node._closed:
+            self._stats.on_snapshot_sent(hello.to, ok, nbytes)
+            if self.raft is not None and not self._closed():
                 # Failed: probe again, which sends a fresh snapshot from scratch if still needed.
-                node.raft.report_snapshot(hello.to, ok)
-                node._schedule_ready()
+                self.raft.report_snapshot(hello.to, ok)
+                self._schedule_ready()
 
     # ------------------------------------------------------------------ receiving
     def on_stream(self, stream: InboundStream) -> None:
         """A leader opened a snapshot stream to us (called by the transport)."""
-        node = self._node
-        assert node._loop is not None
-        if node._closed:
+        assert self.loop is not None
+        if self._closed():
             stream.answer(False, "the member is stopping")
             return
         old = self._recv
         if old is not None and not old.done():
             old.cancel()  # the leader gave up on it and starts from scratch
-        task = node._loop.create_task(self._receive(stream))
+        task = self.loop.create_task(self._receive(stream))
         self._recv = task
-        node._keep_task(task)
+        self._keep_task(task)
 
     async def _receive(self, stream: InboundStream) -> None:
         """Stage, verify, ingest (all off the live state), then hand the MsgSnap to the core,
         whose ready installs it atomically (``storage.save(..., install=...)``)."""
-        node = self._node
-        st, loop, ex = node.storage, node._loop, self._recv_executor
+        st, loop, ex = self.storage, self.loop, self._recv_executor
         assert st is not None and loop is not None and ex is not None
         h = stream.hello
         log.info("%s: receiving snapshot [index: %d, term: %d] from %x (transfer %d)",
-                 node.cfg.name, h.index, h.snap_term, h.frm, h.transfer_id)
+                 self.name, h.index, h.snap_term, h.frm, h.transfer_id)
         stage = st.new_stage()
         digest = hashlib.sha256()
         meta: list[bytes | None] = [None]
@@ -260,35 +280,39 @@ class Snapshotter:
                     break
                 else:
                     raise SnapshotStreamError("unexpected frame in a snapshot stream")
-            want_n, want_bytes, want_digest, members = decode_end(body)
+            want_n, want_bytes, want_digest, wire_members = decode_end(body)
             if (want_n, want_bytes) != (n, nbytes) or want_digest != digest.digest():
                 raise SnapshotStreamError(
                     f"checksum mismatch ({n} chunks, {nbytes} bytes received; the sender "
                     f"sent {want_n}, {want_bytes}): nothing installed")
+            try:
+                members = members_from_wire(wire_members)
+            except (ValueError, TypeError) as e:
+                raise SnapshotStreamError(f"malformed members: {e}: nothing installed") from None
             meta_key, meta_value = KV.install_meta(meta[0], h.index)
             await loop.run_in_executor(ex, stage.finish)
             await loop.run_in_executor(ex, st.prepare_install, stage)
-            if node._closed or node.raft is None:
+            if self._closed() or self.raft is None:
                 raise SnapshotStreamError("the member is stopping")
             installed = self._offer(h, Install(stage.gen, h.index, meta_key, meta_value,
-                                               members))
+                                               members_to_wire(members)))
             stream.answer(True, "" if installed else "not needed (already has the entries)")
-            node.stats.on_snapshot_received(True, nbytes)
+            self._stats.on_snapshot_received(True, nbytes)
             log.info("%s: received snapshot [index: %d] from %x: %d chunks, %.1f MiB",
-                     node.cfg.name, h.index, h.frm, n, nbytes / 2**20)
+                     self.name, h.index, h.frm, n, nbytes / 2**20)
         except asyncio.CancelledError:
             stream.close()
             raise
         except (SnapshotStreamError, WireError, ValueError, OSError) as e:
-            log.warning("%s: snapshot [index: %d] from %x refused: %s", node.cfg.name,
+            log.warning("%s: snapshot [index: %d] from %x refused: %s", self.name,
                         h.index, h.frm, e)
             stream.answer(False, str(e))
-            node.stats.on_snapshot_received(False, nbytes)
+            self._stats.on_snapshot_received(False, nbytes)
         except Exception as e:  # a RocksDB error while staging: refuse, keep the live state
-            log.error("%s: snapshot [index: %d] from %x failed: %r", node.cfg.name, h.index,
+            log.error("%s: snapshot [index: %d] from %x failed: %r", self.name, h.index,
                       h.frm, e)
             stream.answer(False, f"cannot stage the snapshot: {e!r}")
-            node.stats.on_snapshot_received(False, nbytes)
+            self._stats.on_snapshot_received(False, nbytes)
         finally:
             if not installed:
                 # After any job still running in the (one-thread) executor; the DB is closed
@@ -301,20 +325,19 @@ class Snapshotter:
     def _offer(self, h: StreamHello, install: Install) -> bool:
         """Step the streamed MsgSnap into the core; True when the core took it (its next ready
         then carries it, and ``install`` with it)."""
-        node = self._node
-        raft = node.raft
+        raft = self.raft
         assert raft is not None
         before = raft.snapshot
-        raft.step(Message(SNAP, node.id, h.frm, h.term, snapshot=Snapshot(
+        raft.step(Message(SNAP, self.id, h.frm, h.term, snapshot=Snapshot(
             h.index, h.snap_term, h.voters, h.learners, staged_marker(install))))
-        node._schedule_ready()
+        self._schedule_ready()
         after = raft.snapshot
         if after is before or after is None or after.index != h.index:
             return False  # stale term, or our log already has it: the core answered itself
         old = self._pending_install
-        if old is not None and node.storage is not None and self._recv_executor:
+        if old is not None and self.storage is not None and self._recv_executor:
             # Replaced in the core by this newer one before its ready ran: never installed.
-            self._recv_executor.submit(node.storage.discard_gen, old.gen)
+            self._recv_executor.submit(self.storage.discard_gen, old.gen)
         self._pending_install = install
         return True
 
@@ -335,20 +358,19 @@ class Snapshotter:
     def restore(self, snap: Snapshot) -> None:
         """A streamed snapshot's install batch (KV generation, applied index, members, snapshot
         record) is durable now: switch to it and forget the old generation."""
-        node = self._node
-        assert node.kv is not None and node.storage is not None
+        kv, st = self.kv, self.storage
+        assert kv is not None and st is not None
         install = self._installing
         if install is None or snap.data != staged_marker(install):
             # Cannot happen: the node drops every MsgSnap from the message connection.
             raise FastraftError(f"snapshot {snap.index} was not received on a snapshot stream")
         self._installing = None
-        node.storage.activate_kv(install.gen)
-        node.kv.reload()
-        node._set_members(install.members)
+        st.activate_kv(install.gen)
+        kv.reload()
+        # The members as the install wrote them (checked when the stream ended).
+        self._installed(members_from_wire(install.members))
         self.last_index = snap.index
         # This member may lead later: the installed state is its snapshot view.
-        self.set_view(snap.index, node.kv.snapshot_view())
-        log.info("%s: restored state from snapshot at index %d (streamed)", node.cfg.name,
+        self.set_view(snap.index, kv.snapshot_view())
+        log.info("%s: restored state from snapshot at index %d (streamed)", self.name,
                  snap.index)
-        if node.watch_hub.watchers:
-            node.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them

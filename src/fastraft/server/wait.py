@@ -1,41 +1,29 @@
 """What a request waits on (a write for its entry to apply, a read batch for its ReadIndex) and
-who gets the answer: a :class:`Responder`, the one thing the node knows of a front end."""
+who gets the answer: a ``done`` callback, whatever front end the request came by."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from fastraft.errors import FastraftError
 
-__all__ = ["Responder", "Waiter", "ReadBatch"]
+__all__ = ["Done", "Waiter", "ReadBatch"]
 
-
-class Responder(Protocol):
-    """One client's connection as the node and the watch hub see it, whatever the front end
-    (today the msgpack listener's Responder; a gRPC stream could be another):
-    ``reply`` queues an answer (error or result map), ``flush`` writes what is queued,
-    ``buffered`` is what the client has not read yet."""
-
-    closed: bool
-
-    def reply(self, req_id: int, error: Any, result: dict[str, Any] | None) -> None: ...
-
-    def flush(self) -> None: ...
-
-    def buffered(self) -> int: ...
+# done(error, result): exactly one of them is None. Given by the front end with the request
+# (server/kvservice.py); the msgpack listener's is its connection's reply for that request id.
+Done = Callable[[FastraftError | None, dict[str, Any] | None], None]
 
 
 class Waiter:
-    """A client write waiting for its entry (index, term) to apply."""
+    """A client write waiting for its entry (index, term) to apply; ``done`` None: an entry
+    of the member's own, nobody to answer."""
 
-    __slots__ = ("term", "conn", "req_id", "deadline")
+    __slots__ = ("term", "done", "deadline")
 
-    def __init__(self, term: int, conn: Responder | None, req_id: int,
-                 deadline: float) -> None:
+    def __init__(self, term: int, done: Done | None, deadline: float) -> None:
         self.term = term
-        self.conn = conn
-        self.req_id = req_id
+        self.done = done
         self.deadline = deadline
 
 

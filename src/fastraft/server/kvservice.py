@@ -1,0 +1,522 @@
+"""The KV service of one member: client requests in, results out, whatever door they came by.
+
+A front end (the msgpack listener in net/listener.py; later gRPC, HTTP probes) hands a request to
+:meth:`KVService.submit` as an operation name and its arguments, with a ``done(error, result)``
+callback, or awaits :meth:`KVService.call`. Nothing here knows what a connection is: a front end
+that buffers its replies (the msgpack listener writes once per socket read) registers a flush
+hook (:meth:`KVService.add_flush_hook`), called once after a batch of answers given outside the
+request's own call (after an apply, after expiry), so they go out now, not one loop iteration
+later. Watches are streams: :meth:`KVService.watch` takes a :class:`~fastraft.storage.watch.Sink`.
+
+* writes (put/delete/txn/compact) are validated, encoded and batched; the batch is proposed once
+  per loop iteration (``_core.ProposalBatch``, at once when it is full). The answer waits for the
+  entry to apply, keyed by (index, term): an entry of another term at that index means
+  NOT_COMMITTED (definitely not applied); no answer in time means TIMEOUT (outcome unknown).
+  Followers answer NOT_LEADER with the leader's client URLs.
+* a range is served at its read level (server/readlevels.py: linearizable through a ReadIndex
+  round, lease, serializable, bounded staleness) from local state.
+* membership requests (member_add/remove/promote) are validated (server/membership.py) and
+  proposed as one conf-change entry by the leader; the answer waits for that entry to apply.
+* status, member_list and health answer from this member's state.
+
+The batch lives here, not in the node, because it is the request side: who asked is known only
+here, and the node sees proposals only as the one ``raft.propose_batch`` per iteration. The node
+(server/node.py) keeps the ready loop and apply, and calls in at its points: ``answer_writes`` and
+``answer_member_changes`` while applying, ``expire`` every tick, ``fail_all`` when stopping,
+``propose_internal`` for its own entries (published client URLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+from fastraft import _version
+from fastraft._core import ProposalBatch
+from fastraft.config import ServerConfig
+from fastraft.errors import (
+    BadRequestError,
+    ConfChangeInProgressError,
+    FastraftError,
+    NoLeaderError,
+    NotCommittedError,
+    NotLeaderError,
+    ProposalDroppedError,
+    StoppingError,
+    TimeoutError,
+    UnknownOperationError,
+)
+from fastraft.raft.core import (
+    CC_ADD_LEARNER,
+    CC_ADD_VOTER,
+    CC_PROMOTE,
+    CC_REMOVE,
+    ENTRY_INDEX,
+    ENTRY_TERM,
+    LEADER,
+    Entry,
+    Raft,
+)
+from fastraft.server.membership import (
+    Membership,
+    check_promote,
+    encode_member_context,
+    new_member_id,
+    parse_member_add,
+    parse_member_id,
+)
+from fastraft.server.readlevels import LevelReads, parse_read_level
+from fastraft.server.reads import LinearizableReads
+from fastraft.server.stats import NodeStats
+from fastraft.server.wait import Done, Waiter
+from fastraft.storage.logstore import Storage
+from fastraft.storage.mvcc import KV
+from fastraft.storage.watch import Sink, WatchHub
+
+__all__ = ["KVService", "Done", "WRITE_OPS", "MEMBER_OPS", "STREAM_OPS"]
+
+log = logging.getLogger("fastraft.node")
+
+WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
+MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
+# Operations that open or end a stream of answers: served by KVService.watch, not submit.
+STREAM_OPS = frozenset(("watch", "watch_cancel"))
+
+_REPLACED = "the proposal was replaced by another leader's entry: not applied"
+_CC_REPLACED = "the membership change was replaced by another leader's entry: not applied"
+_TRANSFERRING = "leadership transfer in progress: not applied"
+
+
+class KVService:
+    """Requests of one member (see the module docstring). Runs on the member's event loop."""
+
+    stream_ops = STREAM_OPS
+
+    def __init__(self, *, members: Membership, reads: LinearizableReads, watch_hub: WatchHub,
+                 stopping: Callable[[], bool], closed: Callable[[], bool],
+                 schedule_ready: Callable[[], None],
+                 transfer_leadership: Callable[[str], Awaitable[None]],
+                 keep_task: Callable[[asyncio.Task[None]], None], levels: LevelReads,
+                 stats: NodeStats, request_timeout: float, read_timeout: float) -> None:
+        self.members = members
+        self.reads = reads
+        self.levels = levels
+        self.stats = stats  # plain counters for /metrics, touched per batch
+        self.watch_hub = watch_hub
+        self._stopping = stopping
+        self._closed = closed
+        self._schedule_ready = schedule_ready
+        self._transfer_leadership = transfer_leadership
+        self._keep_task = keep_task
+        # Writes answer TIMEOUT (outcome unknown) and reads NO_LEADER after these.
+        self.request_timeout = request_timeout
+        self.read_timeout = read_timeout
+        # Set by open() once the member's state is open (before any request can arrive).
+        self.cfg: ServerConfig | None = None
+        self.token = ""
+        self.raft: Raft | None = None
+        self.kv: KV | None = None
+        self.storage: Storage | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
+        # one MsgApp per follower for all); each waiter is a done callback (None: internal).
+        self._proposals = ProposalBatch()
+        self._proposals_scheduled = False
+        # Writes waiting for their entry (by index) to apply; the node tests it after apply.
+        self.waiters: dict[int, Waiter] = {}
+        # Membership requests waiting for their conf-change entry (by index) to apply.
+        self.member_waiters: dict[int, tuple[Waiter, int, str]] = {}
+        self._flush_hooks: list[Callable[[], None]] = []
+        # The member proposed its own published client URLs and they have not applied yet.
+        self.publish_pending = False
+
+    def open(self, cfg: ServerConfig, token: str, raft: Raft, kv: KV, storage: Storage,
+             loop: asyncio.AbstractEventLoop) -> None:
+        """The member's state is open: serve from it."""
+        self.cfg, self.token, self.raft, self.kv, self.storage, self.loop = (
+            cfg, token, raft, kv, storage, loop)
+
+    def add_flush_hook(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs after answers given outside a request's own call (apply, expiry):
+        a front end that buffers answers writes them then."""
+        self._flush_hooks.append(hook)
+
+    def _flush(self) -> None:
+        for hook in self._flush_hooks:
+            hook()
+
+    # ------------------------------------------------------------------ the doors
+    def submit(self, op: str, args: dict[str, Any], done: Done) -> None:
+        """Serve one request: ``done(None, result)`` or ``done(error, None)``, now or later,
+        exactly once. ``args`` may be changed. Raises only on a bug (never FastraftError)."""
+        try:
+            self._route(op, args, done)
+        except FastraftError as e:
+            done(e, None)
+
+    async def call(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Serve one request and return its result; raises its FastraftError."""
+        assert self.loop is not None
+        fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+
+        def done(err: FastraftError | None, res: dict[str, Any] | None) -> None:
+            if fut.done():
+                return
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(res if res is not None else {})
+
+        self.submit(op, args, done)
+        return await fut
+
+    def watch(self, sink: Sink, req_id: int, op: str, args: dict[str, Any]) -> None:
+        """``watch`` / ``watch_cancel``: the watch's frames go to ``sink`` under ``req_id``,
+        served from local applied state. Raises FastraftError for a bad request."""
+        if self._stopping():
+            raise StoppingError("the member is stopping")
+        self.watch_hub.handle(sink, req_id, op, args)
+
+    def stream_closed(self, sink: Sink) -> None:
+        """The front end lost ``sink``'s client: drop its watchers."""
+        self.watch_hub.connection_lost(sink)
+
+    # ------------------------------------------------------------------ routing
+    def _route(self, op: str, args: dict[str, Any], done: Done) -> None:
+        if self._stopping():
+            raise StoppingError("the member is stopping")
+        kv, raft = self.kv, self.raft
+        assert kv is not None and raft is not None
+        if op in WRITE_OPS:
+            data = kv.encode_command(op, args)  # validates fully; raises a FastraftError
+            if raft.role != LEADER:
+                raise self.not_leader()
+            self.queue_proposal(data, done)
+        elif op in MEMBER_OPS:
+            self._member_change(op, args, done)
+        elif op == "range":
+            self._range(args, done)
+        elif op == "status":
+            done(None, self.status())
+        elif op == "member_list":
+            done(None, {"header": self.header(kv.revision, raft.term),
+                        "members": self.member_list()})
+        elif op == "health":
+            self.health(lambda res: done(None, res))
+        elif op in STREAM_OPS:
+            raise BadRequestError(f"{op} is a stream: it needs a front end that streams")
+        else:
+            raise UnknownOperationError(
+                f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
+                "status, member_list, member_add, member_remove, member_promote, health, "
+                "watch, watch_cancel")
+
+    def _range(self, args: dict[str, Any], done: Done) -> None:
+        """A range at its read level (server/readlevels.py); bad args raise before anything."""
+        kv, raft = self.kv, self.raft
+        assert kv is not None and raft is not None
+        level, bound = parse_read_level(args)
+        kv.validate("range", args)
+
+        def do_range(err: FastraftError | None, contact_age: float | None) -> None:
+            if err is not None:
+                done(err, None)
+                return
+            try:
+                res = kv.range(**args)
+            except FastraftError as e:
+                done(e, None)
+                return
+            res = self._with_header(res, raft.term)
+            if contact_age is not None:  # serializable and bounded answers only
+                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
+            done(None, res)
+
+        self.levels.read(level, bound, do_range)
+
+    # ------------------------------------------------------------------ membership requests
+    def _member_change(self, op: str, args: dict[str, Any], done: Done) -> None:
+        """member_add / member_remove / member_promote: validate, propose the conf change and
+        answer once it is applied (the leader only; one change at a time, as the core allows)."""
+        raft, kv, cfg = self.raft, self.kv, self.cfg
+        assert raft is not None and kv is not None and cfg is not None and self.loop is not None
+        if raft.role == LEADER and raft.pending_conf_index > kv.applied:
+            # The core allows the next change once the previous one is committed; we wait until
+            # it is applied too, so the checks below see the member list it produced.
+            raise ConfChangeInProgressError()
+        if op == "member_add":
+            name, urls, learner = parse_member_add(args)  # bad input: same answer on any member
+            if raft.role != LEADER:
+                raise self.not_leader()
+            mid = new_member_id(name, urls, self.token, self.members)
+            cc = CC_ADD_LEARNER if learner else CC_ADD_VOTER
+            context = encode_member_context(name, urls)
+        else:
+            if raft.role != LEADER:
+                # Before looking the id up: a follower's member list may lag the leader's.
+                raise self.not_leader()
+            mid = parse_member_id(op, args, self.members)
+            context = b""
+            if op == "member_remove" and mid == cfg.member_id and len(raft.voters) > 1:
+                # The leader removing itself: hand leadership to another voter first, then
+                # answer NOT_LEADER so the client sends the removal to the new leader. (A
+                # leader that committed its own removal would step down before telling the
+                # others the commit index, leaving them to elect a leader with it still in
+                # their configuration.)
+                self._keep_task(self.loop.create_task(self._handover_then_redirect(done)))
+                return
+            if op == "member_remove":
+                cc = CC_REMOVE
+            else:
+                progress = raft.status().get("progress", {})
+                learner = progress.get(mid)
+                check_promote(mid, self.members,
+                              None if learner is None else int(learner["match"]),
+                              raft.last_index)
+                cc = CC_PROMOTE
+        try:
+            index = raft.propose_conf_change(cc, mid, context)
+        except NotLeaderError:
+            raise self.not_leader() from None
+        except ProposalDroppedError:
+            raise NotCommittedError(_TRANSFERRING) from None
+        except ValueError as e:  # the core's own membership checks
+            raise BadRequestError(f"{op}: {e}") from None
+        # ConfChangeInProgressError propagates: its code tells the client to retry later.
+        old = self.member_waiters.pop(index, None)
+        if old is not None and old[0].done is not None:
+            old[0].done(NotCommittedError(_CC_REPLACED), None)
+        self.member_waiters[index] = (
+            Waiter(raft.term, done, self.loop.time() + self.request_timeout), mid, op)
+        log.info("%s: proposed %s of %x at index %d", cfg.name, op, mid, index)
+        self._schedule_ready()
+
+    async def _handover_then_redirect(self, done: Done) -> None:
+        raft = self.raft
+        assert raft is not None
+        if raft.role == LEADER:
+            await self._transfer_leadership("asked to remove itself")
+        if raft.role == LEADER:
+            done(NotCommittedError(
+                "member_remove: this member is the leader and could not hand leadership to "
+                "another voter (none reachable and in sync?); not applied, retry later"), None)
+        else:
+            done(self.not_leader(), None)
+
+    def answer_member_changes(self, entries: list[Entry]) -> None:
+        """Entries are being applied (before the KV applies them): answer the membership
+        requests whose conf change (or the entry that replaced it) is among them."""
+        waiting = self.member_waiters
+        answered = False
+        for e in entries:
+            if e[ENTRY_INDEX] in waiting:
+                answered |= self._answer_member_change(e)
+        if answered:
+            self._flush()
+
+    def _answer_member_change(self, e: Entry) -> bool:
+        entry = self.member_waiters.pop(e[ENTRY_INDEX], None)
+        if entry is None:
+            return False
+        w, mid, op = entry
+        if w.done is None:
+            return False
+        if w.term != e[ENTRY_TERM]:
+            w.done(NotCommittedError(_CC_REPLACED), None)
+            return True
+        assert self.kv is not None and self.raft is not None
+        m = self.members.get(mid)
+        res: dict[str, Any] = {"header": self.header(self.kv.revision, self.raft.term),
+                               "members": self.member_list()}
+        if op == "member_add":
+            # The token too: the new member needs it to derive the same id (etcd's token is
+            # not secret either; it only keeps clusters' ids apart).
+            res["cluster_token"] = self.token
+        if m is not None:
+            res["member"] = m.info()
+        w.done(None, res)
+        return True
+
+    # ------------------------------------------------------------------ writes
+    def queue_proposal(self, data: bytes, done: Done | None) -> None:
+        """Propose ``data`` with this loop iteration's batch; ``done`` gets the apply result."""
+        if self._proposals.add(data, done):
+            # Full (count or bytes bound): propose these now; later ones wait for the loop.
+            self._flush_proposals()
+            return
+        if not self._proposals_scheduled:
+            self._proposals_scheduled = True
+            assert self.loop is not None
+            self.loop.call_soon(self._flush_proposals)
+
+    def propose_internal(self, data: bytes) -> None:
+        """An entry of the member's own (nobody waits for its answer)."""
+        self.queue_proposal(data, None)
+
+    def _flush_proposals(self) -> None:
+        self._proposals_scheduled = False
+        datas, batch = self._proposals.take()
+        if not batch or self.raft is None:
+            return
+        if self._closed():
+            stopping = StoppingError("the member is stopping")
+            for done in batch:
+                if done is not None:
+                    done(stopping, None)
+            return
+        raft = self.raft
+        try:
+            last = raft.propose_batch(datas)
+        except (NotLeaderError, ProposalDroppedError) as e:
+            err: FastraftError = (self.not_leader() if isinstance(e, NotLeaderError) else
+                                  NotCommittedError(_TRANSFERRING))
+            self.stats.proposals_failed += len(batch)
+            for done in batch:
+                if done is not None:
+                    done(err, None)
+            if isinstance(e, NotLeaderError):
+                self.publish_pending = False
+            return
+        assert self.loop is not None
+        self.stats.proposal_batch.observe(len(batch))
+        term = raft.term
+        deadline = self.loop.time() + self.request_timeout
+        first = last - len(batch) + 1
+        waiters = self.waiters
+        for i, done in enumerate(batch):
+            old = waiters.pop(first + i, None)
+            if old is not None and old.done is not None:
+                # Our own earlier entry at this index was overwritten: it never applied.
+                old.done(NotCommittedError(_REPLACED), None)
+            waiters[first + i] = Waiter(term, done, deadline)
+        # Scheduled, not run here: peer messages (acks) that came in this same iteration then
+        # join the pass. Running it directly measured no better and worse at moderate load.
+        self._schedule_ready()
+
+    def answer_writes(self, entries: list[Entry], results: list[tuple[int, Any]]) -> None:
+        """``entries`` were applied with ``results`` ((index, result) from ``KV.apply``):
+        answer the writes that waited for them, then flush the front ends."""
+        assert self.raft is not None
+        by_index = dict(results)
+        term = self.raft.term
+        waiters = self.waiters
+        answered = False
+        for index, term_e, _, _ in entries:
+            w = waiters.pop(index, None)
+            if w is None or w.done is None:
+                continue
+            answered = True
+            res = by_index.get(index)
+            if w.term != term_e or res is None:
+                self.stats.proposals_failed += 1
+                w.done(NotCommittedError(_REPLACED), None)
+            elif isinstance(res, FastraftError):
+                w.done(res, None)
+            else:
+                w.done(None, self._with_header(cast(dict, res), term))
+        if answered:
+            self._flush()  # now, not one loop iteration later
+
+    def expire(self, now: float) -> None:
+        """Answer what waited past its deadline (called every tick)."""
+        answered = False
+        waiters = self.waiters
+        while waiters:
+            index = next(iter(waiters))
+            w = waiters[index]
+            if w.deadline > now:
+                break  # insertion order is deadline order
+            del waiters[index]
+            self.stats.proposals_failed += 1
+            if w.done is not None:
+                answered = True
+                w.done(TimeoutError(
+                    "request timed out: the write may or may not have been applied"), None)
+        for index, (w, _, _) in list(self.member_waiters.items()):
+            if w.deadline <= now:
+                del self.member_waiters[index]
+                if w.done is not None:
+                    answered = True
+                    w.done(TimeoutError(
+                        "membership change timed out: it may or may not have been applied; "
+                        "check `member list`"), None)
+        if answered:
+            self._flush()
+
+    def fail_all(self, err: FastraftError) -> None:
+        """Answer every waiting write and membership request with ``err`` (stopping)."""
+        dones = list(self._proposals.take()[1])
+        waiters, self.waiters = self.waiters, {}
+        dones.extend(w.done for w in waiters.values())
+        member_waiters, self.member_waiters = self.member_waiters, {}
+        dones.extend(w.done for w, _, _ in member_waiters.values())
+        for done in dones:
+            if done is not None:
+                done(err, None)
+        self._flush()
+
+    # ------------------------------------------------------------------ answers
+    def not_leader(self) -> FastraftError:
+        """NOT_LEADER with the leader's client URLs, or NO_LEADER when there is none."""
+        assert self.raft is not None
+        leader = self.raft.leader
+        if leader == 0:
+            return NoLeaderError("no leader: the cluster has no quorum or is electing one")
+        m = self.members.get(leader)
+        return NotLeaderError(f"not the leader; the leader is {leader:x}",
+                              leader=format(leader, "x"),
+                              leader_urls=list(m.client_urls) if m is not None else [])
+
+    def header(self, revision: int, term: int) -> dict[str, int]:
+        cfg = self.cfg
+        assert cfg is not None
+        return {"cluster_id": cfg.cluster_id, "member_id": cfg.member_id, "revision": revision,
+                "raft_term": term}
+
+    def _with_header(self, res: dict[str, Any], term: int) -> dict[str, Any]:
+        assert self.kv is not None
+        res["header"] = self.header(res.pop("revision", self.kv.revision), term)
+        return res
+
+    def status(self) -> dict[str, Any]:
+        raft, kv, st, cfg = self.raft, self.kv, self.storage, self.cfg
+        assert raft is not None and kv is not None and st is not None and cfg is not None
+        me = cfg.member_id
+        return {
+            "header": self.header(kv.revision, raft.term),
+            "member_id": me,
+            "leader": raft.leader,
+            "version": _version.__version__,
+            "db_size": st.db_size(),
+            "raft_term": raft.term,
+            "raft_index": raft.last_index,
+            "raft_applied_index": kv.applied,
+            # A joiner has no configuration until the leader's snapshot: until then, what the
+            # cluster listed it as when it joined.
+            "is_learner": (me in raft.learners if raft.voters else
+                           bool((m := self.members.get(me)) and m.is_learner)),
+            "errors": ["no leader"] if raft.leader == 0 else [],
+        }
+
+    def member_list(self) -> list[dict[str, Any]]:
+        return self.members.listing()
+
+    def health(self, done: Callable[[dict[str, Any]], None]) -> None:
+        """``done({"health": bool, "reason": str})`` once a read index is confirmed (healthy)
+        or could not be within about one election timeout."""
+        loop, cfg = self.loop, self.cfg
+        assert loop is not None and cfg is not None
+        started = loop.time()
+
+        def confirmed(err: FastraftError | None) -> None:
+            took = (loop.time() - started) * 1000.0
+            if err is None:
+                done({"health": True, "reason": f"read index confirmed in {took:.1f} ms"})
+            else:
+                done({"health": False, "reason": err.message})
+
+        # "Quickly": one election timeout, at most the normal read timeout.
+        self.reads.read(loop, confirmed, timeout=min(self.read_timeout,
+                                                     max(0.5, cfg.election_timeout / 1000.0)))
