@@ -167,8 +167,14 @@ class Node:
             applied=lambda: self.kv.applied if self.kv is not None else 0,
             schedule_ready=self._schedule_ready)
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
-        self._stopping = False
+        self._stop_requested = False
+        self._stopping = False  # set once requests are refused (after the handover)
         self._closed = False
+        # Writes that came during a leadership transfer (never proposed): (datas, [(conn,
+        # req_id)], deadline), answered when the new leader is known (_release_held).
+        self._held: list[tuple[list[bytes], list[tuple[Responder | None, int]], float]] = []
+        self._handover_done = asyncio.Event()
+        self._handing_over = False  # our leadership transfer is under way (_transfer_leadership)
         self._publish_pending = False
         # Local snapshot views, snapshot streams sent and received, installs.
         self.snapshots = Snapshotter(self)
@@ -306,13 +312,16 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful stop: hand leadership over, fail what is pending, sync, close."""
-        if self._stopping:
+        if self._stop_requested:
             await self.stopped.wait()
             return
-        self._stopping = True
+        self._stop_requested = True
         raft = self.raft
         if raft is not None and raft.role == LEADER and len(raft.voters) > 1 and not self._closed:
+            # Requests are served through the handover: writes that come meanwhile are held
+            # and then sent on to the new leader (NOT_LEADER with its URLs), not refused.
             await self._transfer_leadership()
+        self._stopping = True  # from here requests are refused (STOPPING)
         if self.server is not None:
             self.server.stop_listening()
         self._fail_all(StoppingError("the member is stopping"))
@@ -327,7 +336,7 @@ class Node:
 
     async def _transfer_leadership(self, why: str = "stopping") -> None:
         raft = self.raft
-        assert raft is not None
+        assert raft is not None and self._loop is not None
         progress = raft.status().get("progress", {})
         best, best_match = 0, -1
         for vid in raft.voters:
@@ -344,11 +353,39 @@ class Node:
             return
         self._schedule_ready()
         log.info("%s: %s; transferring leadership to %x", self.cfg.name, why, best)
-        # Bounded: the core aborts a transfer after one election timeout anyway.
-        deadline = time.monotonic() + self.cfg.election_timeout / 1000.0
-        while raft.leader == self.id and time.monotonic() < deadline:
+        self._handing_over = True
+        try:
+            await self._await_handover()
+        finally:
+            self._handing_over = False
+
+    async def _await_handover(self) -> None:
+        raft = self.raft
+        assert raft is not None and self._loop is not None
+        # Bounded: the core aborts a transfer after one election timeout anyway. Woken by the
+        # soft-state change that names the new leader (no polling: each poll step would add
+        # to the pause every writing client sees).
+        timeout = self.cfg.election_timeout / 1000.0
+        deadline = self._loop.time() + timeout
+        self._handover_done.clear()
+        while (raft.role == LEADER and raft.lead_transferee) or raft.leader == 0:
+            left = deadline - self._loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._handover_done.wait(), min(left, 0.1))
+            except asyncio.TimeoutError:
+                pass  # re-check: an aborted transfer changes no soft state
+            self._handover_done.clear()
+        if raft.role == LEADER:
+            return  # the transfer did not happen; held writes were proposed again (_tick)
+        # Our writes still in flight were replicated to the new leader before it was chosen;
+        # it commits them with its first entry. Wait (bounded) until they apply here, so their
+        # clients get their results instead of an outcome-unknown answer.
+        while self._waiters and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
-        # Give the new leader's first heartbeat a moment to reach the others (bounded).
+        # Linger a moment answering NOT_LEADER, so a client whose request is on its way is sent
+        # on rather than cut off by the close (bounded).
         await asyncio.sleep(min(0.05, self.cfg.heartbeat_interval / 1000.0))
 
     async def _close_io(self) -> None:
@@ -391,6 +428,8 @@ class Node:
         self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
         self.raft.tick()
         self._expire(self._loop.time())
+        if self._held:
+            self._release_held()
         self._schedule_ready()
 
     def _on_peer_message(self, m: Message) -> None:
@@ -660,6 +699,9 @@ class Node:
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
         self.reads.on_leader(leader)
+        if self._held:
+            self._release_held()
+        self._handover_done.set()
         if role == LEADER:
             if self.id in self.members and not self._publish_pending:
                 self._publish_pending = True
@@ -668,6 +710,34 @@ class Node:
                                      None, 0)
         else:
             self._publish_pending = False
+
+    def _release_held(self) -> None:
+        """Answer or propose the writes held during a leadership transfer: sent on to the new
+        leader (NOT_LEADER with its URLs: they were never proposed, so the client may send them
+        again), proposed here if the transfer was aborted, NO_LEADER once they waited too long."""
+        raft = self.raft
+        assert raft is not None and self._loop is not None
+        if raft.role == LEADER:
+            if raft.lead_transferee:
+                return
+            held, self._held = self._held, []
+            for datas, batch, _ in held:
+                for data, (conn, req_id) in zip(datas, batch):
+                    self._queue_proposal(data, conn, req_id)
+            return
+        now = self._loop.time()
+        if raft.leader == 0 and all(deadline > now for _, _, deadline in self._held):
+            return  # still electing: the next soft-state change names the leader
+        held, self._held = self._held, []
+        err = self._not_leader()
+        conns: set[Responder] = set()
+        for _, batch, _ in held:
+            for conn, req_id in batch:
+                if conn is not None:
+                    conn.reply(req_id, err, None)
+                    conns.add(conn)
+        for conn in conns:
+            conn.flush()  # now: the client's pause lasts until it hears this
 
     # ------------------------------------------------------------------ requests
     def handle_request(self, conn: Responder, req_id: int, op: str,
@@ -679,9 +749,9 @@ class Node:
         assert kv is not None and raft is not None
         if op in WRITE_OPS:
             data = kv.encode_command(op, args)  # validates fully; raises a FastraftError
-            if raft.role != LEADER:
+            if raft.role != LEADER and not self._handing_over:
                 raise self._not_leader()
-            self._queue_proposal(data, conn, req_id)
+            self._queue_proposal(data, conn, req_id)  # handing over: held until a leader is known
         elif op in MEMBER_OPS:
             self._member_change(conn, req_id, op, args)
         elif op == "range":
@@ -863,14 +933,19 @@ class Node:
         raft = self.raft
         try:
             last = raft.propose_batch(datas)
-        except (NotLeaderError, ProposalDroppedError) as e:
-            err: FastraftError = (self._not_leader() if isinstance(e, NotLeaderError) else
-                                  NotCommittedError("leadership transfer in progress: not applied"))
+        except (ProposalDroppedError, NotLeaderError) as e:
+            if isinstance(e, ProposalDroppedError) or (self._handing_over and raft.leader == 0):
+                # A leadership transfer of ours is under way: hold these (never proposed) until
+                # its outcome is known, then send them on to the new leader, or propose them
+                # if it was given up (_release_held).
+                assert self._loop is not None
+                self._held.append((datas, batch, self._loop.time() + self.request_timeout))
+                return
+            err: FastraftError = self._not_leader()
             for conn, req_id in batch:
                 if conn is not None:
                     conn.reply(req_id, err, None)
-            if isinstance(e, NotLeaderError):
-                self._publish_pending = False
+            self._publish_pending = False
             return
         assert self._loop is not None
         term = raft.term
@@ -908,13 +983,22 @@ class Node:
         self.reads.expire(now)
 
     def _fail_all(self, err: FastraftError) -> None:
+        """Answer everything pending: ``err`` for what was never proposed, outcome unknown for
+        proposed writes (they may yet commit through another leader)."""
+        held, self._held = self._held, []
+        for _, batch, _ in held:
+            for conn, req_id in batch:
+                if conn is not None:
+                    conn.reply(req_id, err, None)
         for conn, req_id in self._proposals.take()[1]:
             if conn is not None:
                 conn.reply(req_id, err, None)
         waiters, self._waiters = self._waiters, {}
+        unknown = TimeoutError(f"{err.message} before the write was applied: it may or may not "
+                               f"have been applied")
         for w in waiters.values():
             if w.conn is not None:
-                w.conn.reply(w.req_id, err, None)
+                w.conn.reply(w.req_id, unknown, None)
         cc_waiters, self._cc_waiters = self._cc_waiters, {}
         for w, _, _ in cc_waiters.values():
             if w.conn is not None:
