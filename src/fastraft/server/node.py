@@ -1002,7 +1002,9 @@ class Node:
         cc_waiters, self._cc_waiters = self._cc_waiters, {}
         for w, _, _ in cc_waiters.values():
             if w.conn is not None:
-                w.conn.reply(w.req_id, err, None)
+                w.conn.reply(w.req_id, TimeoutError(
+                    f"{err.message} before the membership change was applied: it may or may not "
+                    f"have been applied; check `member list`"), None)
         self.reads.fail_all(err)
 
     # ------------------------------------------------------------------ status
