@@ -150,6 +150,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: Syncer | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0  # loop time of the next tick (a fixed schedule: _tick)
         self._ready_scheduled = False
         self._in_ready = False
         # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
@@ -242,7 +243,8 @@ class Node:
             raise
         log.info("%s (%s) serving clients on %s, peers on %s; cluster %x", cfg.name, self.hex_id,
                  ",".join(cfg.listen_client_urls), cfg.listen_peer_urls[0], cfg.cluster_id)
-        self._ticker = self._loop.call_later(cfg.heartbeat_interval / 1000.0, self._tick)
+        self._next_tick = self._loop.time() + cfg.heartbeat_interval / 1000.0
+        self._ticker = self._loop.call_at(self._next_tick, self._tick)
         self._schedule_ready()
 
     async def _open_state(self) -> None:
@@ -425,7 +427,16 @@ class Node:
         if self._closed:
             return
         assert self._loop is not None and self.raft is not None
-        self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
+        # On a fixed schedule, not one interval after this (late) callback: otherwise each
+        # tick's lateness on a busy loop adds up, and an election timeout of N ticks (the time
+        # to replace a crashed leader) stretches with it. A tick missed entirely is dropped, not
+        # caught up in a burst (as a Go ticker does).
+        interval = self.cfg.heartbeat_interval / 1000.0
+        now = self._loop.time()
+        self._next_tick += interval
+        if self._next_tick <= now:
+            self._next_tick = now + interval
+        self._ticker = self._loop.call_at(self._next_tick, self._tick)
         self.raft.tick()
         self._expire(self._loop.time())
         if self._held:
