@@ -229,23 +229,19 @@ class EtcdCluster:
     def endpoints(self) -> str:
         return ",".join(f"127.0.0.1:{c}" for _, c, _ in self.members)
 
-    def _start_one(self, n: str, c: int, p: int, state: str) -> None:
-        cluster = ",".join(f"{x}=http://127.0.0.1:{q}" for x, _, q in self.members)
+    def _start_one(self, n: str, state: str) -> None:
+        from compare import etcd_command  # bench/ is the script's directory
+
+        cmd = etcd_command(self.base, self.members, n, "failover", state,
+                           ["--heartbeat-interval", str(self.hb),
+                            "--election-timeout", str(self.et)])
         with open(os.path.join(self.base, f"{n}.log"), "ab") as log:
-            self.procs[n] = subprocess.Popen([
-                "etcd", "--name", n, "--data-dir", os.path.join(self.base, f"{n}.etcd"),
-                "--listen-client-urls", f"http://127.0.0.1:{c}",
-                "--advertise-client-urls", f"http://127.0.0.1:{c}",
-                "--listen-peer-urls", f"http://127.0.0.1:{p}",
-                "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
-                "--initial-cluster", cluster, "--initial-cluster-token", "failover",
-                "--initial-cluster-state", state,
-                "--heartbeat-interval", str(self.hb), "--election-timeout", str(self.et)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.procs[n] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
+                                             stderr=log)
 
     def start(self) -> None:
-        for n, c, p in self.members:
-            self._start_one(n, c, p, "new")
+        for n, _, _ in self.members:
+            self._start_one(n, "new")
         self.leader()
 
     def _statuses(self) -> dict[str, Any]:
@@ -280,9 +276,7 @@ class EtcdCluster:
 
     def restart(self, name: str) -> None:
         self.procs[name].wait(timeout=30)
-        for n, c, p in self.members:
-            if n == name:
-                self._start_one(n, c, p, "existing")
+        self._start_one(name, "existing")
         self.leader()
 
     def close(self) -> None:
