@@ -107,14 +107,13 @@ class _Outbound(asyncio.Protocol):
         hw = self.owner.high_water
         transport.set_write_buffer_limits(high=hw, low=hw // 4)
         transport.write(self.owner._hello)
-        p0 = self.peer
-        if p0.pending:  # what was sent while we dialled
-            transport.write(b"".join(p0.pending))
-            p0.pending.clear()
-            p0.pending_bytes = 0
+        p = self.peer
+        if p.pending:  # what was sent while we dialled
+            transport.write(b"".join(p.pending))
+            p.pending.clear()
+            p.pending_bytes = 0
         # Registered here, not after create_connection returns, so that a connection lost before
         # the dialling task resumes is still seen by connection_lost.
-        p = self.peer
         p.transport = transport
         p.protocol = self
         p.paused = False
