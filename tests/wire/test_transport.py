@@ -131,19 +131,21 @@ def test_reconnect_after_receiver_restarts(run: Any) -> None:
     run(main())
 
 
+async def _pair_then_disconnected() -> tuple[Node, Node, Any]:
+    """A connected to B (start() dials), then that connection closed: A's peer state for B with
+    no connection and no dial under way."""
+    a, b = await pair()
+    p = a.t._peers[B]
+    p.transport.close()
+    await until(lambda: p.transport is None and not p.connecting)
+    return a, b, p
+
+
 def test_messages_sent_while_dialling_go_out_when_connected(run: Any) -> None:
     """The first message to a peer we are not connected to (a vote answer, say) is not lost:
     it waits for the dial it starts."""
     async def main() -> None:
-        b = Node(B)
-        await b.t.start()
-        a = Node(A, {B: b.t.listen_addr})
-        await a.t.start()
-        p = a.t._peers[B]
-        # start() dials already: let it connect, close it, and start over from no connection.
-        await until(lambda: a.t.is_connected(B))
-        p.transport.close()  # type: ignore[union-attr]
-        await until(lambda: p.transport is None and not p.connecting)
+        a, b, p = await _pair_then_disconnected()
         p.next_attempt = 0.0
         dropped = a.t.dropped(B)
         a.t.send([hb(B, A, term=5)])  # not connected: this dials
@@ -160,15 +162,7 @@ def test_a_peer_that_dials_us_is_dialled_back_despite_the_backoff(run: Any) -> N
     """A restarted peer dials us: our backoff to it (grown while it was down) must not delay our
     next message to it."""
     async def main() -> None:
-        b = Node(B)
-        await b.t.start()
-        a = Node(A, {B: b.t.listen_addr})
-        await a.t.start()
-        p = a.t._peers[B]
-        await until(lambda: a.t.is_connected(B) or not p.connecting)
-        if p.transport is not None:
-            p.transport.close()
-            await until(lambda: not a.t.is_connected(B))
+        a, b, p = await _pair_then_disconnected()
         p.backoff, p.next_attempt = 2.0, asyncio.get_running_loop().time() + 60
         b.t.add_peer(A, a.t.listen_addr)
         b.t.send([hb(A, B)])  # B dials A
