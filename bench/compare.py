@@ -209,6 +209,21 @@ class Fastraft:
 # ----------------------------------------------------------------------------------- etcd
 
 
+def etcd_command(base: str, members: list[tuple[str, int, int]], name: str, token: str,
+                 state: str, extra: list[str] | None = None) -> list[str]:
+    """The command line of etcd member ``name`` of ``members`` ((name, client port, peer port)
+    on 127.0.0.1), its data dir under ``base``."""
+    cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, _, p in members)
+    c, p = next((c, p) for n, c, p in members if n == name)
+    return ["etcd", "--name", name, "--data-dir", os.path.join(base, f"{name}.etcd"),
+            "--listen-client-urls", f"http://127.0.0.1:{c}",
+            "--advertise-client-urls", f"http://127.0.0.1:{c}",
+            "--listen-peer-urls", f"http://127.0.0.1:{p}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
+            "--initial-cluster", cluster, "--initial-cluster-token", token,
+            "--initial-cluster-state", state, *(extra or [])]
+
+
 class Etcd:
     name = "etcd"
     durability = "fsyncs before ack (etcd default)"
@@ -231,17 +246,10 @@ class Etcd:
         return [f"127.0.0.1:{c}" for _, c, _ in self.members]
 
     def start(self) -> None:
-        cluster = ",".join(f"{n}=http://127.0.0.1:{p}" for n, _, p in self.members)
         for n, c, p in self.members:
             with open(os.path.join(self.base, f"{n}.log"), "ab") as log:
-                self.procs.append(subprocess.Popen([
-                    "etcd", "--name", n, "--data-dir", os.path.join(self.base, f"{n}.etcd"),
-                    "--listen-client-urls", f"http://127.0.0.1:{c}",
-                    "--advertise-client-urls", f"http://127.0.0.1:{c}",
-                    "--listen-peer-urls", f"http://127.0.0.1:{p}",
-                    "--initial-advertise-peer-urls", f"http://127.0.0.1:{p}",
-                    "--initial-cluster", cluster, "--initial-cluster-token", "compare",
-                    "--initial-cluster-state", "new"],
+                self.procs.append(subprocess.Popen(
+                    etcd_command(self.base, self.members, n, "compare", "new"),
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log))
 
     def stop(self) -> None:

@@ -390,6 +390,25 @@ def test_leadership_transfer() -> None:
     _commit_everywhere(c, idx, [1, 2, 3])
 
 
+def test_transfer_with_a_write_in_flight_completes_without_a_tick() -> None:
+    """A rolling update stops a leader that has a client write on its way to the followers: the
+    target's ack of it brings MsgTimeoutNow at once, and the election needs no tick either (a
+    tick is a heartbeat interval a writing client would wait)."""
+    c = Cluster(3, seed=12)
+    lead = c.elect(1)
+    c.stabilize()
+    term = lead.raft.term
+    idx = c.propose(lead, b"k", b"in flight")  # appended, not yet acked by anyone
+    assert idx is not None and c.members[2].raft.log.last_index() < idx
+    lead.raft.transfer_leader(2)
+    lead.pump()
+    c.stabilize()  # delivers messages, never ticks
+    new = c.members[2]
+    assert new.raft.role == "leader" and new.raft.term == term + 1
+    assert lead.raft.leader == 2
+    _commit_everywhere(c, idx, [1, 2, 3])  # the write in flight is kept and committed
+
+
 def test_transfer_to_a_lagging_follower_waits_for_it_to_catch_up() -> None:
     c = Cluster(3, seed=11)
     lead = c.elect(1)

@@ -148,6 +148,22 @@ def test_connection_refused_tries_next_endpoint(cluster: FakeCluster) -> None:
         assert cluster.servers[0].calls["put"] == 1
 
 
+def test_a_hint_naming_an_endpoint_that_refused_is_not_chased(cluster: FakeCluster) -> None:
+    """The leader crashed: its port refuses, the followers still name it until their election
+    timeout. The call must keep its paced rounds instead of bouncing between the follower and
+    the dead leader with a fresh connection each time, without pause."""
+    dead = dead_endpoint()
+    f1, f2, _ = cluster.servers
+    for f in (f1, f2):
+        f.role, f.leader_id, f.leader_url = "follower", 0x99, f"http://{dead}"
+    with Client([dead, f1.endpoint, f2.endpoint], timeout=0.5) as c:
+        with pytest.raises((UnavailableError, TimeoutError)):
+            c.put("k", "v")
+    # Rounds of one attempt per member, 25-50 ms apart, for 0.5 s: ~10-20 each (chasing the
+    # hint made it thousands); the bound leaves room for a slow machine either way.
+    assert 1 <= f1.calls["put"] + f2.calls["put"] <= 60, (f1.calls, f2.calls)
+
+
 def test_all_endpoints_unreachable(cluster: FakeCluster) -> None:
     t0 = time.monotonic()
     with Client([dead_endpoint(), dead_endpoint()], timeout=0.4) as c:

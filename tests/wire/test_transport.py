@@ -131,6 +131,51 @@ def test_reconnect_after_receiver_restarts(run: Any) -> None:
     run(main())
 
 
+async def _pair_then_disconnected() -> tuple[Node, Node, Any]:
+    """A connected to B (start() dials), then that connection closed: A's peer state for B with
+    no connection and no dial under way."""
+    a, b = await pair()
+    p = a.t._peers[B]
+    p.transport.close()
+    await until(lambda: p.transport is None and not p.connecting)
+    return a, b, p
+
+
+def test_messages_sent_while_dialling_go_out_when_connected(run: Any) -> None:
+    """The first message to a peer we are not connected to (a vote answer, say) is not lost:
+    it waits for the dial it starts."""
+    async def main() -> None:
+        a, b, p = await _pair_then_disconnected()
+        p.next_attempt = 0.0
+        dropped = a.t.dropped(B)
+        a.t.send([hb(B, A, term=5)])  # not connected: this dials
+        a.t.send([hb(B, A, term=6)])  # still dialling
+        await until(lambda: len(b.got) == 2)
+        assert [m.term for m in b.got] == [5, 6] and a.t.dropped(B) == dropped
+        await a.t.stop()
+        await b.t.stop()
+
+    run(main())
+
+
+def test_a_peer_that_dials_us_is_dialled_back_despite_the_backoff(run: Any) -> None:
+    """A restarted peer dials us: our backoff to it (grown while it was down) must not delay our
+    next message to it."""
+    async def main() -> None:
+        a, b, p = await _pair_then_disconnected()
+        p.backoff, p.next_attempt = 2.0, asyncio.get_running_loop().time() + 60
+        b.t.add_peer(A, a.t.listen_addr)
+        b.t.send([hb(A, B)])  # B dials A
+        await until(lambda: len(a.got) == 1)
+        await until(lambda: a.t.is_connected(B))
+        a.t.send([hb(B, A, term=9)])
+        await until(lambda: any(m.term == 9 for m in b.got))
+        await a.t.stop()
+        await b.t.stop()
+
+    run(main())
+
+
 def test_backoff_doubles_to_cap_with_seeded_jitter(run: Any) -> None:
     async def main() -> None:
         dead = ("127.0.0.1", free_port())
@@ -147,8 +192,9 @@ def test_backoff_doubles_to_cap_with_seeded_jitter(run: Any) -> None:
         assert seen[0] == BACKOFF_MIN
         assert seen[:6] == [0.05, 0.1, 0.2, 0.4, 0.8, 1.6]
         assert seen[-1] == BACKOFF_MAX
-        assert not t.is_connected(B) and t.dropped(B) == 8
+        # Each send waited for the dial it started and was dropped when that failed.
         await until(lambda: not p.connecting)
+        assert not t.is_connected(B) and t.dropped(B) == 8
         wait = p.next_attempt - asyncio.get_running_loop().time()
         assert 0 < wait <= BACKOFF_MAX  # jittered within [0.5, 1) of the step
         # A send inside the backoff window does not dial again.

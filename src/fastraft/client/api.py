@@ -87,10 +87,11 @@ MAX_RESPONSE_FRAME = MAX_PEER_FRAME
 _RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED"})
 # Codes after which a read may be tried again, possibly elsewhere.
 _RETRY_READ = _RETRY_WRITE | {"TIMEOUT", "STOPPING"}
-# Pause between rounds over all endpoints, so a cluster mid-election is not hammered; short
-# enough that a call notices a newly elected leader within a fraction of a second.
+# Pause between rounds over all endpoints, so a cluster mid-election is not hammered (a round
+# is one cheap answer per member); short, because the time from a new leader's election to the
+# call finding it is added to every failover a client sees (etcd's client retries every 25 ms).
 _ROUND_PAUSE_MIN = 0.025
-_ROUND_PAUSE_MAX = 0.25
+_ROUND_PAUSE_MAX = 0.05
 # A connect's own bound, at most this share of the call's time: one unanswered endpoint must
 # leave time for the others.
 DEFAULT_CONNECT_TIMEOUT = 1.0
@@ -528,6 +529,10 @@ class _Attempts:
         self.rounds = 0
         self.last: FastraftError | None = None
         self.no_leader = False
+        # Endpoints that refused a connection during this call: down (a crashed leader), so a
+        # follower's hint naming one is not chased (that would loop without a pause until the
+        # followers notice, an election timeout later).
+        self.refused: set[Endpoint] = set()
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -569,6 +574,7 @@ class _Attempts:
         return self.last if self.last is not None else self.exhausted()
 
     def connect_failed(self, ep: Endpoint, e: BaseException | str) -> None:
+        self.refused.add(ep)
         self.last = UnavailableError(f"cannot connect to {_fmt(ep)}: {e}")
 
     def connect_timed_out(self, ep: Endpoint) -> None:
@@ -577,6 +583,7 @@ class _Attempts:
 
     def answered(self, ep: Endpoint) -> None:
         self.slow.forgive(ep)
+        self.refused.discard(ep)
 
     def lost(self, ep: Endpoint, what: str, timed_out: bool = False) -> None:
         """The request was sent and no answer came: fatal for a write, retried for a read."""
@@ -603,9 +610,9 @@ class _Attempts:
                     hint = parse_endpoint(str(url))
                 except ValueError:
                     continue
-                # A follower that has not yet noticed its leader is cut off still names it:
-                # an endpoint that just timed out is not chased again.
-                if hint != ep and not self.slow.slow(hint):
+                # A follower that has not yet noticed its leader is cut off (or dead) still
+                # names it: an endpoint that just timed out or refused is not chased again.
+                if hint != ep and not self.slow.slow(hint) and hint not in self.refused:
                     self.hint = hint
                 break
 

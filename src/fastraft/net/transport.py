@@ -10,8 +10,13 @@ ways, and a sender never waits on its receiver (Raft tolerates loss; it resends)
 * :meth:`PeerTransport.send` never blocks and never raises. Messages are grouped per peer and each
   peer gets one ``transport.write`` per call, which is what lets a leader's many MsgApps and
   heartbeats share syscalls.
-* A message for a peer that is not connected is dropped and starts a connection attempt, with
-  exponential backoff (50 ms doubling to 2 s, jittered from a seeded RNG).
+* A message for a peer that is not connected starts a connection attempt, with exponential
+  backoff (50 ms doubling to 2 s, jittered from a seeded RNG). While an attempt is under way,
+  messages wait for it (bounded: ``PENDING_MAX_BYTES``) and go out once it connects, or are
+  dropped if it fails; outside an attempt (backing off) they are dropped. When a peer dials us
+  (it restarted), our backoff to it is reset and we dial it back at once: a follower has nothing
+  to send to another follower until it must answer its vote request, and that answer must not
+  be the message that is lost (the election would wait another timeout).
 * Back-pressure: when a peer's kernel/user write buffer passes ``high_water`` bytes, messages to
   it are dropped until it drains, so a slow or stalled follower cannot grow our memory without
   bound; Raft's probing resends what is missing once it catches up.
@@ -53,13 +58,17 @@ CONNECT_TIMEOUT = 2.0
 # a peer that accepts and at once closes (say, a member of another cluster) would be redialled on
 # every send.
 STABLE_AFTER = 1.0
+# Messages held for a peer while a dial to it is under way (a dial on loopback or a LAN takes
+# about a millisecond; beyond this much they are dropped, as when not connecting).
+PENDING_MAX_BYTES = 4 * 1024 * 1024
 
 
 class _Peer:
     """Outbound state for one peer."""
 
     __slots__ = ("id", "addr", "transport", "protocol", "connecting", "backoff", "next_attempt",
-                 "paused", "delay_ms", "connected_at", "dropped", "task")
+                 "paused", "delay_ms", "connected_at", "dropped", "task", "pending",
+                 "pending_bytes")
 
     def __init__(self, peer_id: int, addr: tuple[str, int]) -> None:
         self.id = peer_id
@@ -74,6 +83,13 @@ class _Peer:
         self.connected_at = 0.0
         self.dropped = 0
         self.task: asyncio.Task[None] | None = None
+        self.pending: list[bytes] = []  # frames waiting for the dial under way
+        self.pending_bytes = 0
+
+    def drop_pending(self) -> None:
+        self.dropped += len(self.pending)
+        self.pending.clear()
+        self.pending_bytes = 0
 
 
 class _Outbound(asyncio.Protocol):
@@ -91,9 +107,13 @@ class _Outbound(asyncio.Protocol):
         hw = self.owner.high_water
         transport.set_write_buffer_limits(high=hw, low=hw // 4)
         transport.write(self.owner._hello)
+        p = self.peer
+        if p.pending:  # what was sent while we dialled
+            transport.write(b"".join(p.pending))
+            p.pending.clear()
+            p.pending_bytes = 0
         # Registered here, not after create_connection returns, so that a connection lost before
         # the dialling task resumes is still seen by connection_lost.
-        p = self.peer
         p.transport = transport
         p.protocol = self
         p.paused = False
@@ -394,8 +414,16 @@ class PeerTransport:
                 continue
             t = p.transport
             if t is None or t.is_closing():
-                p.dropped += len(chunks)
                 self._connect(p)
+                size = sum(len(c) for c in chunks)
+                # Held only for a dial not yet connected (connection_made sends them); a
+                # connection that is closing takes nothing more.
+                if (p.connecting and t is None
+                        and p.pending_bytes + size <= PENDING_MAX_BYTES):
+                    p.pending.extend(chunks)
+                    p.pending_bytes += size
+                else:
+                    p.dropped += len(chunks)
                 continue
             if p.paused:
                 p.dropped += len(chunks)
@@ -434,9 +462,11 @@ class PeerTransport:
                 loop.create_connection(lambda: _Outbound(self, p), host, port), CONNECT_TIMEOUT)
         except asyncio.CancelledError:
             p.connecting = False
+            p.drop_pending()
             raise
         except (OSError, asyncio.TimeoutError) as e:
             p.connecting = False
+            p.drop_pending()
             self._failed(p)
             log.debug("%x: cannot connect to peer %x at %s:%d: %s; retry in %.3fs",
                       self.member_id, p.id, p.addr[0], p.addr[1], e,
@@ -463,6 +493,7 @@ class PeerTransport:
         p.transport = None
         p.protocol = None
         p.paused = False
+        p.drop_pending()
         if self._loop is None or self._stopped:
             return
         if self._loop.time() - p.connected_at >= STABLE_AFTER:
@@ -481,6 +512,13 @@ class PeerTransport:
             # The peer redialled (it restarted or lost the old connection first): keep the new one.
             old.transport.close()
         self._inbound_by_id[conn.remote_id] = conn
+        p = self._peers.get(conn.remote_id)
+        if p is not None and p.transport is None and not p.connecting:
+            # It is up (it just dialled us): dial it back now, whatever our backoff says, so
+            # that our next message to it (say, the answer to its vote request) gets through.
+            p.backoff = 0.0
+            p.next_attempt = 0.0
+            self._connect(p)
 
     def _inbound_lost(self, conn: _Inbound) -> None:
         self._inbound.discard(conn)

@@ -131,6 +131,12 @@ class KVService:
         self._flush_hooks: list[Callable[[], None]] = []
         # The member proposed its own published client URLs and they have not applied yet.
         self.publish_pending = False
+        # The node's own leadership transfer is under way (a graceful stop): writes are held,
+        # never refused, until its outcome is known (release_held).
+        self.handing_over = False
+        # Writes that came during a leadership transfer (never proposed): (datas, dones,
+        # deadline), answered or proposed once the new leader is known.
+        self.held: list[tuple[list[bytes], list[Done | None], float]] = []
 
     def open(self, cfg: ServerConfig, token: str, raft: Raft, kv: KV, storage: Storage,
              loop: asyncio.AbstractEventLoop) -> None:
@@ -191,9 +197,9 @@ class KVService:
         assert kv is not None and raft is not None
         if op in WRITE_OPS:
             data = kv.encode_command(op, args)  # validates fully; raises a FastraftError
-            if raft.role != LEADER:
+            if raft.role != LEADER and not self.handing_over:
                 raise self.not_leader()
-            self.queue_proposal(data, done)
+            self.queue_proposal(data, done)  # handing over: held until a leader is known
         elif op in MEMBER_OPS:
             self._member_change(op, args, done)
         elif op == "range":
@@ -370,14 +376,19 @@ class KVService:
         try:
             last = raft.propose_batch(datas)
         except (NotLeaderError, ProposalDroppedError) as e:
-            err: FastraftError = (self.not_leader() if isinstance(e, NotLeaderError) else
-                                  NotCommittedError(_TRANSFERRING))
+            if isinstance(e, ProposalDroppedError) or (self.handing_over and raft.leader == 0):
+                # A leadership transfer is under way: hold these (never proposed) until its
+                # outcome is known, then send them on to the new leader, or propose them if it
+                # was given up (release_held).
+                assert self.loop is not None
+                self.held.append((datas, batch, self.loop.time() + self.request_timeout))
+                return
+            err: FastraftError = self.not_leader()
             self.stats.proposals_failed += len(batch)
             for done in batch:
                 if done is not None:
                     done(err, None)
-            if isinstance(e, NotLeaderError):
-                self.publish_pending = False
+            self.publish_pending = False
             return
         assert self.loop is not None
         self.stats.proposal_batch.observe(len(batch))
@@ -445,16 +456,56 @@ class KVService:
         if answered:
             self._flush()
 
+    def release_held(self) -> None:
+        """Answer or propose the writes held during a leadership transfer: sent on to the new
+        leader (NOT_LEADER with its URLs: they were never proposed, so the client may send them
+        again), proposed here if the transfer was given up, NO_LEADER once they waited too
+        long. Called by the node on each tick and soft-state change while some are held."""
+        raft = self.raft
+        assert raft is not None and self.loop is not None
+        if raft.role == LEADER:
+            if raft.lead_transferee:
+                return
+            held, self.held = self.held, []
+            for datas, batch, _ in held:
+                for data, done in zip(datas, batch):
+                    self.queue_proposal(data, done)
+            return
+        now = self.loop.time()
+        if raft.leader == 0 and all(deadline > now for _, _, deadline in self.held):
+            return  # still electing: the next soft-state change names the leader
+        held, self.held = self.held, []
+        err = self.not_leader()
+        for _, batch, _ in held:
+            for done in batch:
+                if done is not None:
+                    done(err, None)
+        self._flush()  # now: the client's pause lasts until it hears this
+
     def fail_all(self, err: FastraftError) -> None:
-        """Answer every waiting write and membership request with ``err`` (stopping)."""
-        dones = list(self._proposals.take()[1])
+        """Answer everything pending (the member is closing): ``err`` for what was never
+        proposed, outcome unknown (TIMEOUT) for what was: it may yet commit through another
+        leader."""
+        never: list[Done | None] = []
+        for _, batch, _ in self.held:
+            never.extend(batch)
+        self.held = []
+        never.extend(self._proposals.take()[1])
         waiters, self.waiters = self.waiters, {}
-        dones.extend(w.done for w in waiters.values())
         member_waiters, self.member_waiters = self.member_waiters, {}
-        dones.extend(w.done for w, _, _ in member_waiters.values())
-        for done in dones:
+        for done in never:
             if done is not None:
                 done(err, None)
+        unknown = TimeoutError(f"{err.message} before the write was applied: it may or may not "
+                               f"have been applied")
+        for w in waiters.values():
+            if w.done is not None:
+                w.done(unknown, None)
+        for w, _, _ in member_waiters.values():
+            if w.done is not None:
+                w.done(TimeoutError(
+                    f"{err.message} before the membership change was applied: it may or may "
+                    f"not have been applied; check `member list`"), None)
         self._flush()
 
     # ------------------------------------------------------------------ answers

@@ -125,6 +125,7 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._syncer: Syncer | None = None
         self._ticker: asyncio.TimerHandle | None = None
+        self._next_tick = 0.0  # loop time of the next tick (a fixed schedule: _tick)
         self._ready_scheduled = False
         self._in_ready = False
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
@@ -150,7 +151,8 @@ class Node:
             wait_applied=lambda i, cb: self.reads.wait_applied(self._running_loop(), i, cb),
             not_leader=lambda: self.service.not_leader())
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
-        self._stopping = False
+        self._stop_requested = False
+        self._stopping = False  # set once requests are refused (after the handover)
         self._closed = False
         # Client requests in, results out (the front ends call it; writes are batched there).
         self.service = KVService(
@@ -159,6 +161,8 @@ class Node:
             schedule_ready=self._schedule_ready, transfer_leadership=self._transfer_leadership,
             keep_task=self._keep_task, levels=self.levels, stats=self.stats,
             request_timeout=request_timeout, read_timeout=read_timeout)
+        # Set when a soft-state change names a leader: wakes a stopping leader's handover wait.
+        self._handover_done = asyncio.Event()
         # Local snapshot views, snapshot streams sent and received, installs.
         self.snapshots = Snapshotter(
             cfg.member_id, self.members,
@@ -242,7 +246,8 @@ class Node:
             raise
         log.info("%s (%s) serving clients on %s, peers on %s; cluster %x", cfg.name, self.hex_id,
                  ",".join(cfg.listen_client_urls), cfg.listen_peer_urls[0], cfg.cluster_id)
-        self._ticker = self._loop.call_later(cfg.heartbeat_interval / 1000.0, self._tick)
+        self._next_tick = self._loop.time() + cfg.heartbeat_interval / 1000.0
+        self._ticker = self._loop.call_at(self._next_tick, self._tick)
         self._schedule_ready()
 
     async def _open_state(self) -> None:
@@ -310,13 +315,16 @@ class Node:
 
     async def stop(self) -> None:
         """Graceful stop: hand leadership over, fail what is pending, sync, close."""
-        if self._stopping:
+        if self._stop_requested:
             await self.stopped.wait()
             return
-        self._stopping = True
+        self._stop_requested = True
         raft = self.raft
         if raft is not None and raft.role == LEADER and len(raft.voters) > 1 and not self._closed:
+            # Requests are served through the handover: writes that come meanwhile are held
+            # and then sent on to the new leader (NOT_LEADER with its URLs), not refused.
             await self._transfer_leadership()
+        self._stopping = True  # from here requests are refused (STOPPING)
         if self.server is not None:
             self.server.stop_listening()
         self._fail_all(StoppingError("the member is stopping"))
@@ -331,7 +339,7 @@ class Node:
 
     async def _transfer_leadership(self, why: str = "stopping") -> None:
         raft = self.raft
-        assert raft is not None
+        assert raft is not None and self._loop is not None
         progress = raft.status().get("progress", {})
         best, best_match = 0, -1
         for vid in raft.voters:
@@ -348,11 +356,39 @@ class Node:
             return
         self._schedule_ready()
         log.info("%s: %s; transferring leadership to %x", self.cfg.name, why, best)
-        # Bounded: the core aborts a transfer after one election timeout anyway.
-        deadline = time.monotonic() + self.cfg.election_timeout / 1000.0
-        while raft.leader == self.id and time.monotonic() < deadline:
+        self.service.handing_over = True
+        try:
+            await self._await_handover()
+        finally:
+            self.service.handing_over = False
+
+    async def _await_handover(self) -> None:
+        raft = self.raft
+        assert raft is not None and self._loop is not None
+        # Bounded: the core aborts a transfer after one election timeout anyway. Woken by the
+        # soft-state change that names the new leader (no polling: each poll step would add
+        # to the pause every writing client sees).
+        timeout = self.cfg.election_timeout / 1000.0
+        deadline = self._loop.time() + timeout
+        self._handover_done.clear()
+        while (raft.role == LEADER and raft.lead_transferee) or raft.leader == 0:
+            left = deadline - self._loop.time()
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._handover_done.wait(), min(left, 0.1))
+            except asyncio.TimeoutError:
+                pass  # re-check: an aborted transfer changes no soft state
+            self._handover_done.clear()
+        if raft.role == LEADER:
+            return  # the transfer did not happen; held writes were proposed again (_tick)
+        # Our writes still in flight were replicated to the new leader before it was chosen;
+        # it commits them with its first entry. Wait (bounded) until they apply here, so their
+        # clients get their results instead of an outcome-unknown answer.
+        while self.service.waiters and self._loop.time() < deadline:
             await asyncio.sleep(0.005)
-        # Give the new leader's first heartbeat a moment to reach the others (bounded).
+        # Linger a moment answering NOT_LEADER, so a client whose request is on its way is sent
+        # on rather than cut off by the close (bounded).
         await asyncio.sleep(min(0.05, self.cfg.heartbeat_interval / 1000.0))
 
     async def _close_io(self) -> None:
@@ -394,10 +430,21 @@ class Node:
         if self._closed:
             return
         assert self._loop is not None and self.raft is not None
-        self._ticker = self._loop.call_later(self.cfg.heartbeat_interval / 1000.0, self._tick)
+        # On a fixed schedule, not one interval after this (late) callback: otherwise each
+        # tick's lateness on a busy loop adds up, and an election timeout of N ticks (the time
+        # to replace a crashed leader) stretches with it. A tick missed entirely is dropped, not
+        # caught up in a burst (as a Go ticker does).
+        interval = self.cfg.heartbeat_interval / 1000.0
+        now = self._loop.time()
+        self._next_tick += interval
+        if self._next_tick <= now:
+            self._next_tick = now + interval
+        self._ticker = self._loop.call_at(self._next_tick, self._tick)
         self.raft.tick()
         self.levels.on_tick()
         self._expire(self._loop.time())
+        if self.service.held:
+            self.service.release_held()
         self._schedule_ready()
 
     def _on_peer_message(self, m: Message) -> None:
@@ -661,6 +708,9 @@ class Node:
     def _on_soft_state(self, leader: int, role: str) -> None:
         self.stats.on_leader(leader)
         self.reads.on_leader(leader)
+        if self.service.held:
+            self.service.release_held()
+        self._handover_done.set()
         if role == LEADER:
             if self.id in self.members and not self.service.publish_pending:
                 self.service.publish_pending = True
