@@ -78,8 +78,7 @@ class MemberHttp:
         return fut
 
     def _stopping(self) -> bool:
-        node = self.node
-        return node._stopping or node._closed or node.raft is None or node.kv is None
+        return not self.node.serving
 
     async def health(self, query: str) -> Response:
         node = self.node

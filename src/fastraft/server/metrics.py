@@ -90,7 +90,7 @@ class MemberCollector(Collector):
         yield health
         yield _gauge("etcd_debugging_mvcc_current_revision",
                      "The key-value store's current revision.", kv.revision)
-        if st is not None and not node._closed:
+        if st is not None and not node.closed:
             yield _gauge("etcd_mvcc_db_total_size_in_bytes",
                          "Bytes on disk under the data dir (RocksDB files and snapshots).",
                          st.db_size())

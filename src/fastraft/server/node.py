@@ -737,6 +737,17 @@ class Node:
         self.reads.fail_all(err)
 
     # ------------------------------------------------------------------ status
+    @property
+    def closed(self) -> bool:
+        """Its storage and sockets are closed (or closing): nothing may read them."""
+        return self._closed
+
+    @property
+    def serving(self) -> bool:
+        """Open and not stopping: requests are answered (the HTTP probes ask this)."""
+        return (not self._stopping and not self._closed and self.raft is not None
+                and self.kv is not None)
+
     def status(self) -> dict[str, Any]:
         return self.service.status()
 
