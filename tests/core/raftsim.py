@@ -479,7 +479,7 @@ class Cluster:
             return
         self.event("deliver", m)
         to.raft.step(m)
-        to.levels.on_stepped(to.raft, float(self.now))
+        to.levels.on_stepped(to.raft, lambda: float(self.now))
         to.pump()
 
     # ------------------------------------------------------------------ hooks from members

@@ -183,14 +183,15 @@ class ReadLevels:
             if q is not None and (self.contacts.last is None or q[0] > self.contacts.last):
                 self.contacts.record(q[0], q[1])
 
-    def on_stepped(self, raft: Raft, now: float) -> None:
-        """After a step: note the leader's commit index if the core heard one."""
+    def on_stepped(self, raft: Raft, now: Callable[[], float]) -> None:
+        """After a step: note the leader's commit index if the core heard one. Called for every
+        peer message, so the clock is read only when there is something to date."""
         if raft is not self._raft:
             self._adopt(raft)
         n = raft.leader_contacts
         if n != self._seen_contacts:
             self._seen_contacts = n
-            self.contacts.record(now, raft.leader_commit)
+            self.contacts.record(now(), raft.leader_commit)
 
     def _adopt(self, raft: Raft) -> None:
         if raft is not self._raft:
@@ -302,7 +303,7 @@ class LevelReads:
         """After every ``raft.step()``."""
         raft = self._raft()
         if raft is not None:
-            self.levels.on_stepped(raft, self._now())
+            self.levels.on_stepped(raft, self._now)
 
     def read(self, level: str, bound: float | None, cb: LevelCallback) -> None:
         """Call ``cb(None, contact_age)`` once local state may be read at ``level``, or
