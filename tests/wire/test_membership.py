@@ -9,7 +9,8 @@ import click
 import msgpack
 import pytest
 
-from fastraft.client.api import Header, Member, MemberChange, _member_add_args, _member_id_arg
+from fastraft.client.api import Header, MemberChange, _member_add_args, _member_id_arg
+from fastraft.client.api import Member as ClientMember
 from fastraft.config import member_id
 from fastraft.ctl import join_settings, parse_member_id as ctl_member_id
 from fastraft.errors import BadRequestError
@@ -157,9 +158,9 @@ def test_client_argument_checks() -> None:
 
 
 def test_ctl_join_settings_and_id_parsing() -> None:
-    new = Member(0xC3, "n4", ["http://127.0.0.1:2410"], [], True)
+    new = ClientMember(0xC3, "n4", ["http://127.0.0.1:2410"], [], True)
     change = MemberChange(Header(1, 2, 3, 4), new, [
-        Member(0xA1, "n1", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"], False), new],
+        ClientMember(0xA1, "n1", ["http://127.0.0.1:2380"], ["http://127.0.0.1:2379"], False), new],
         "tok")
     assert join_settings(change) == [
         ("FASTRAFT_NAME", "n4"),
