@@ -34,6 +34,7 @@ def _node(*, leader: int = 1, learner: bool = False, applied: int = 10) -> Any:
     return SimpleNamespace(
         raft=raft, kv=SimpleNamespace(applied=applied, revision=5), storage=None,
         reads=_Reads(), stats=NodeStats(), read_timeout=3.0, serving=True, closed=False,
+        service=SimpleNamespace(check_timeout=0.5),
         cfg=SimpleNamespace(election_timeout=500, name="n2", cluster_id=7), id=2, hex_id="2",
         status=lambda: {"leader": leader, "is_learner": learner})
 

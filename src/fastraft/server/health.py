@@ -53,10 +53,6 @@ class MemberHttp:
         await self.server.stop()
 
     # ------------------------------------------------------------------ checks
-    def _check_timeout(self) -> float:
-        # "Quickly": one election timeout (at least 0.5 s), at most the member's read timeout.
-        return min(self.node.read_timeout, max(0.5, self.node.cfg.election_timeout / 1000.0))
-
     def _read(self, on_index: asyncio.Future[int] | None = None) -> asyncio.Future[None]:
         """A linearizable read of nothing: done when one would be servable here."""
         loop = asyncio.get_running_loop()
@@ -74,7 +70,7 @@ class MemberHttp:
             if on_index is not None and not on_index.done():
                 on_index.set_result(i)
 
-        self.node.reads.read(loop, done, timeout=self._check_timeout(), on_index=index)
+        self.node.reads.read(loop, done, timeout=self.node.service.check_timeout, on_index=index)
         return fut
 
     def _stopping(self) -> bool:

@@ -554,11 +554,18 @@ class KVService:
     def member_list(self) -> list[dict[str, Any]]:
         return self.members.listing()
 
+    @property
+    def check_timeout(self) -> float:
+        """How long a health check's read may take: "quickly" is one election timeout (at
+        least 0.5 s), at most the normal read timeout. The HTTP probes use it too."""
+        assert self.cfg is not None
+        return min(self.read_timeout, max(0.5, self.cfg.election_timeout / 1000.0))
+
     def health(self, done: Callable[[dict[str, Any]], None]) -> None:
         """``done({"health": bool, "reason": str})`` once a read index is confirmed (healthy)
         or could not be within about one election timeout."""
-        loop, cfg = self.loop, self.cfg
-        assert loop is not None and cfg is not None
+        loop = self.loop
+        assert loop is not None
         started = loop.time()
 
         def confirmed(err: FastraftError | None) -> None:
@@ -568,6 +575,4 @@ class KVService:
             else:
                 done({"health": False, "reason": err.message})
 
-        # "Quickly": one election timeout, at most the normal read timeout.
-        self.reads.read(loop, confirmed, timeout=min(self.read_timeout,
-                                                     max(0.5, cfg.election_timeout / 1000.0)))
+        self.reads.read(loop, confirmed, timeout=self.check_timeout)
