@@ -282,14 +282,16 @@ def test_lease_error_type_reaches_the_client(make_cluster) -> None:
 
 
 def _lease_get(c: Client) -> Any:
-    """A lease read, asked again while the leader says it cannot prove its lease (a new leader
-    before its first acknowledged round; a stall on a loaded machine): refusing is allowed,
-    answering with an old value is not."""
+    """A lease read, asked again while the leader says its lease expired (a stall on a loaded
+    machine): refusing is allowed, answering with an old value is not. The refusals that pass by
+    themselves (a new leader before its first acknowledged round, a transfer) never reach here:
+    the client asks again after the pause the leader names."""
     deadline = time.monotonic() + 10
     while True:
         try:
             return c.get("k", consistency="lease")
-        except LeaseUnavailableError:
+        except LeaseUnavailableError as e:
+            assert "lease expired" in e.message, e.message
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.02)

@@ -3,10 +3,12 @@ evidence, the tick clock; and the client's side of the wire fields."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fastraft.client.api import _level_args
-from fastraft.errors import BadRequestError
+from fastraft.errors import BadRequestError, LeaseUnavailableError
 from fastraft.raft.core import LEADER_COMMIT_UNKNOWN
 from fastraft.server.readlevels import LeaderContacts, ReadLevels, TickClock, parse_read_level
 
@@ -102,3 +104,47 @@ def test_leader_contacts_stay_bounded_and_only_grow_more_conservative() -> None:
         assert f is not None and f[1] <= applied and f[0] <= applied - 1
     c.prune(10 * LeaderContacts.MAX_ENTRIES)
     assert len(c._commits) == 1
+
+
+class _LeaderStub:
+    """The few things ReadLevels.lease_index asks of a core, set per case."""
+
+    def __init__(self, refusal: str | None, check_quorum: bool = True,
+                 round_: tuple[int, int] | None = (10, 7), lease_valid: bool = True) -> None:
+        self.refusal = refusal
+        self.cfg = type("Cfg", (), {"check_quorum": check_quorum})()
+        self.round = round_
+        self.lease_valid = lease_valid
+        self.commit = 7
+
+    def lease_refusal(self) -> str | None:
+        return self.refusal
+
+    def quorum_round(self) -> tuple[int, int] | None:
+        return self.round
+
+
+def _lease_error(lv: ReadLevels, raft: Any, now: float) -> LeaseUnavailableError:
+    with pytest.raises(LeaseUnavailableError) as ei:
+        lv.lease_index(raft, now)
+    return ei.value
+
+
+def test_lease_refusals_say_whether_asking_again_helps() -> None:
+    """A refusal that passes on a healthy leader (a new term before its first acknowledged
+    round, a transfer) carries retry_ms, the heartbeat interval; an expired lease (a cut-off
+    leader) and CheckQuorum off do not, so the client fails fast on those."""
+    lv = ReadLevels(election_timeout=1.0, heartbeat_interval=0.1, clock_drift=0.1,
+                    election_tick=10)
+    lv.clock.record(10, 100.0)  # the round of tick 10 was sent at t=100
+    assert lv.lease_index(_LeaderStub(None), 100.5) == 7  # within the 0.8 s lease
+    for why in ("no entry of this term is committed yet",
+                "leadership transfer to 2 in progress"):
+        e = _lease_error(lv, _LeaderStub(why), 100.5)
+        assert e.extra == {"retry_ms": 100} and why in e.message
+    e = _lease_error(lv, _LeaderStub(None, round_=None), 100.5)
+    assert e.extra == {"retry_ms": 100} and "no heartbeat round" in e.message
+    e = _lease_error(lv, _LeaderStub(None), 100.9)
+    assert e.extra == {} and "lease expired" in e.message
+    e = _lease_error(lv, _LeaderStub("CheckQuorum is off", check_quorum=False), 100.5)
+    assert e.extra == {}

@@ -97,7 +97,8 @@ class FakeServer:
         self.leader_id = 0
         self.delays: dict[str, float] = {}  # op -> seconds before answering
         self.drop_ops: set[str] = set()  # ops whose connection is closed instead of answered
-        self.script: list[tuple[str, str]] = []  # one-shot errors (code, message) to answer next
+        # One-shot errors to answer next: (code, message) or (code, message, extra fields).
+        self.script: list[tuple[Any, ...]] = []
         self.calls: Counter[str] = Counter()
         self.max_frame = DEFAULT_MAX_CLIENT_FRAME
         self.port = 0
@@ -122,8 +123,8 @@ class FakeServer:
 
     def answer(self, op: str, args: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         if self.script:
-            code, msg = self.script.pop(0)
-            return (code, msg, {}), {}
+            code, msg, *extra = self.script.pop(0)
+            return (code, msg, extra[0] if extra else {}), {}
         if op == "status":
             return None, self.status()
         if op == "health":

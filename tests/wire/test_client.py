@@ -26,6 +26,7 @@ from fastraft.errors import (
     BadRequestError,
     CompactedError,
     FutureRevisionError,
+    LeaseUnavailableError,
     NoLeaderError,
     TimeoutError,
     UnavailableError,
@@ -228,6 +229,41 @@ def test_not_committed_write_is_retried(cluster: FakeCluster) -> None:
         c.put("k", "v")
     assert cluster.servers[0].calls["put"] == 2
     assert cluster.store.kvs[b"k"]["value"] == b"v"
+
+
+def test_a_lease_refusal_that_passes_is_asked_again_after_the_pause_it_names(
+        cluster: FakeCluster) -> None:
+    """A new leader before its first acknowledged heartbeat round refuses a lease read with
+    retry_ms: the client asks the same member again after that pause, within the call's time;
+    an expired lease (no retry_ms: a cut-off leader) is raised at once."""
+    cluster.store.put({"key": b"k", "value": b"v"})
+    leader = cluster.servers[0]
+    leader.script = [("LEASE_UNAVAILABLE", "no heartbeat round acknowledged", {"retry_ms": 50})
+                     ] * 2
+    with Client(cluster.endpoints, timeout=2) as c:
+        t0 = time.monotonic()
+        assert c.get("k", consistency="lease").kvs[0].value == b"v"
+        assert time.monotonic() - t0 >= 0.1  # two pauses of 50 ms, not a busy loop
+        assert leader.calls["range"] == 3
+        leader.script = [("LEASE_UNAVAILABLE", "lease expired")]
+        with pytest.raises(LeaseUnavailableError, match="lease expired"):
+            c.get("k", consistency="lease")
+        assert leader.calls["range"] == 4
+    # Still refused when the call's time runs out: the leader's reason, not a bare timeout.
+    leader.script = [("LEASE_UNAVAILABLE", "transfer in progress", {"retry_ms": 100})] * 100
+    with Client(cluster.endpoints, timeout=0.5) as c:
+        with pytest.raises(LeaseUnavailableError, match="transfer in progress"):
+            c.get("k", consistency="lease")
+    assert 4 + 3 <= leader.calls["range"] <= 4 + 6
+
+    async def main() -> None:
+        leader.script = [("LEASE_UNAVAILABLE", "no heartbeat round", {"retry_ms": 20})]
+        async with AsyncClient(cluster.endpoints, timeout=2) as c:
+            assert (await c.get("k", consistency="lease")).kvs[0].value == b"v"
+
+    before = leader.calls["range"]
+    asyncio.run(main())
+    assert leader.calls["range"] == before + 2
 
 
 def test_server_errors_map_to_exceptions(cluster: FakeCluster) -> None:

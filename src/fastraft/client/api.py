@@ -21,6 +21,9 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
   another endpoint). If a write was sent and no answer came (deadline passed, connection lost),
   the client raises :class:`fastraft.TimeoutError`: the write may or may not have been applied,
   and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
+* **Lease reads** refused for a reason that passes by itself (a transfer, a new leader before
+  its first acknowledged heartbeat round) come with ``retry_ms``: the same member is asked again
+  after that pause, until the call's deadline. An expired lease is raised at once.
 * Server errors become the matching exception of :mod:`fastraft.errors`.
 * **Watch** (``Client.watch`` / ``AsyncClient.watch``) runs on a connection of its own, against
   the first endpoint that answers (any member serves it from its applied state) and is never
@@ -51,6 +54,7 @@ from fastraft.errors import (
     BadRequestError,
     CompactedError,
     FastraftError,
+    LeaseUnavailableError,
     NoLeaderError,
     TimeoutError,
     UnavailableError,
@@ -87,6 +91,9 @@ MAX_RESPONSE_FRAME = MAX_PEER_FRAME
 _RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED"})
 # Codes after which a read may be tried again, possibly elsewhere.
 _RETRY_READ = _RETRY_WRITE | {"TIMEOUT", "STOPPING"}
+# The longest pause a server may ask for before a lease read is asked again (its heartbeat
+# interval; etcd's longest recommended is a few hundred ms).
+_LEASE_RETRY_MAX_MS = 1000
 # Pause between rounds over all endpoints, so a cluster mid-election is not hammered (a round
 # is one cheap answer per member); short, because the time from a new leader's election to the
 # call finding it is added to every failover a client sees (etcd's client retries every 25 ms).
@@ -526,6 +533,7 @@ class _Attempts:
         self.order = order
         self.pos = 0
         self.hint: Endpoint | None = None
+        self.hint_pause = 0.0
         self.rounds = 0
         self.last: FastraftError | None = None
         self.no_leader = False
@@ -550,7 +558,8 @@ class _Attempts:
             return None, 0.0
         if self.hint is not None:
             ep, self.hint = self.hint, None
-            return ep, 0.0
+            pause, self.hint_pause = min(self.hint_pause, max(0.0, self.remaining())), 0.0
+            return ep, pause
         pause = 0.0
         if self.pos >= len(self.order):
             self.pos = 0
@@ -598,6 +607,15 @@ class _Attempts:
         """Raise the server's error, or return to retry."""
         retriable = _RETRY_WRITE if self.write else _RETRY_READ
         err = error_from_code(code, message, {k: v for k, v in extra.items() if k != "message"})
+        retry_ms = extra.get("retry_ms")
+        if (code == "LEASE_UNAVAILABLE" and not self.write and type(retry_ms) is int
+                and 0 < retry_ms <= _LEASE_RETRY_MAX_MS):
+            # A leader that will hold its lease again in a moment (a new term before its first
+            # acknowledged round, a transfer under way) says when to ask again: the same member,
+            # after that pause. An expired lease carries no retry_ms and is raised at once.
+            self.last = err
+            self.hint, self.hint_pause = ep, retry_ms / 1000.0
+            return
         if code not in retriable or not self.redirect:
             if code == "TIMEOUT" and self.write:
                 raise TimeoutError(f"{_fmt(ep)}: {message}: the outcome of the write is unknown")
@@ -618,6 +636,8 @@ class _Attempts:
 
     def exhausted(self) -> FastraftError:
         waited = f"{self.timeout:g}s"
+        if isinstance(self.last, LeaseUnavailableError):
+            return self.last  # still refused at the deadline: the leader's own reason
         if self.no_leader or isinstance(self.last, NoLeaderError):
             return NoLeaderError(f"no leader: the cluster elected none within {waited} "
                                  f"(no quorum or an election in progress)")

@@ -166,6 +166,10 @@ class ReadLevels:
         self.lease_duration = election_timeout - heartbeat_interval - clock_drift
         if self.lease_duration <= 0:
             raise ValueError("lease clock drift leaves no lease")
+        # A refusal that the next heartbeat round or the end of a transfer ends on a healthy
+        # leader tells the client to ask again after this long (retry_ms); an expired lease
+        # does not: that leader is cut off, and the read should fail fast.
+        self.retry_ms = max(1, round(heartbeat_interval * 1000))
         self.clock = TickClock(keep=4 * election_tick + 16)
         self.contacts = LeaderContacts()
         self._seen_contacts = 0
@@ -217,11 +221,14 @@ class ReadLevels:
         checks leadership first (a follower answers NOT_LEADER)."""
         why = raft.lease_refusal()
         if why is not None:
-            raise LeaseUnavailableError(f"lease read refused: {why}")
+            # CheckQuorum off never changes; the others (a new term, a transfer) pass soon.
+            retry = {"retry_ms": self.retry_ms} if raft.cfg.check_quorum else {}
+            raise LeaseUnavailableError(f"lease read refused: {why}", **retry)
         q = self._quorum_round(raft)
         if q is None:
             raise LeaseUnavailableError("lease read refused: no heartbeat round acknowledged by "
-                                        "a quorum of voters yet in this term")
+                                        "a quorum of voters yet in this term",
+                                        retry_ms=self.retry_ms)
         age = now - q[0]
         if age >= self.lease_duration or not raft.lease_valid:
             raise LeaseUnavailableError(
