@@ -90,14 +90,20 @@ def test_replication_round_batch64(benchmark, voters):
     cluster = _Cluster(voters)
     leader = cluster.leader
 
+    calls = 0
+
     def round_():
+        nonlocal calls
+        calls += 1
         leader.propose_batch(BATCH)
         cluster.pump()
 
     before = leader.commit
     benchmark.pedantic(round_, rounds=2000, iterations=1, warmup_rounds=50)
     committed = leader.commit - before
-    assert committed == 64 * 2050
+    # Every round committed its 64 (counted, as --benchmark-disable runs it once).
+    assert calls >= 1 and committed == 64 * calls
     assert all(r.applied == leader.commit for r in cluster.nodes.values())
     benchmark.extra_info["entries_per_round"] = 64
-    benchmark.extra_info["entries_per_second_median"] = 64 / benchmark.stats.stats.median
+    if benchmark.stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["entries_per_second_median"] = 64 / benchmark.stats.stats.median
