@@ -31,7 +31,9 @@ def test_without_the_namespace_lab_it_says_why_and_offers_loopback(monkeypatch, 
     (["--delays", "0,x"], "comma-separated"),
     (["--systems", "cassandra"], "unknown cassandra"),
     (["--partitions", "everything"], "unknown everything"),
-    (["--max-staleness", "0"], "within (0, 60]"),
+    (["--max-staleness", "0ms"], "must be positive"),
+    (["--max-staleness", "2m"], "within (0, 60]"),
+    (["--timeout", "0.5"], "use a number and a unit"),
     (["--delays", "0,5", "--jitter-ms", "10"], "--jitter-ms"),
 ])
 def test_bad_options_are_refused_clearly(args, words, tmp_path) -> None:

@@ -31,12 +31,12 @@ def _floats(flag: str, text: str) -> list[float]:
 
 
 def _seconds(flag: str, text: str) -> float:
-    t = text.strip().lower()
+    from fastraft.ctl import parse_duration  # fastractl's duration syntax (500ms, 1s, 1m)
+
     try:
-        v = float(t[:-2]) / 1000 if t.endswith("ms") else float(t.rstrip("s"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a duration (500ms, 0.5s, 0.5)",
-                                 param_hint=flag) from None
+        v = parse_duration(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint=flag) from None
     if not 0 < v <= 60:
         raise click.BadParameter("must be within (0, 60] seconds", param_hint=flag)
     return v
