@@ -552,3 +552,36 @@ def test_a_write_request_timeout_gives_up_sooner_and_never_resends(cluster: Fake
             asyncio.run(main())
     assert time.monotonic() - t0 < 3.0  # not the 5 s budget
     assert sum(s.calls["put"] for s in cluster.servers) == 1
+
+
+def test_async_client_fails_clearly_on_a_malformed_response() -> None:
+    """A reply that is a valid frame but not a response (another service on the port, a bug)
+    fails the call and the watch with "bad response", instead of hanging or being misread."""
+    from fastraft.errors import FastraftError
+    from fastraft.net.framing import frame
+
+    async def main() -> None:
+        async def answer_garbage(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)
+            writer.write(frame(b"\xc1 not msgpack"))
+            await writer.drain()
+            await reader.read(65536)  # keep it open: the client must close it
+            writer.close()
+
+        server = await asyncio.start_server(answer_garbage, "127.0.0.1", 0)
+        ep = "127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        try:
+            async with AsyncClient([ep], timeout=1.0) as c:
+                with pytest.raises(Exception, match="bad response"):
+                    await c.status()
+                # Creating a watch is retried within the call's time, then fails saying why.
+                with pytest.raises(FastraftError, match="invalid msgpack"):
+                    async with c.watch("k") as w:
+                        async for _ in w:
+                            break
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

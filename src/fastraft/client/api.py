@@ -970,30 +970,49 @@ class Client:
 # ------------------------------------------------------------------------------ async client
 
 
-class _AsyncConn(asyncio.Protocol):
-    """One pipelined connection: many requests in flight, matched to replies by request id."""
+class _FramedConn(asyncio.Protocol):
+    """A client connection's framing: each complete frame goes to ``frame_received``; a bad
+    frame or body fails the connection (``broken``) and closes it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
-        self.pending: dict[int, asyncio.Future[tuple[Any, dict[str, Any]]]] = {}
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         try:
-            bodies = self.decoder.feed(data)
-            for body in bodies:
-                rid, err, res = decode_response(body)
-                fut = self.pending.pop(rid, None)
-                if fut is not None and not fut.done():
-                    fut.set_result((err, res))
+            for body in self.decoder.feed(data):
+                self.frame_received(body)
         except WireError as e:
-            self._fail(ConnectionResetError(f"bad response: {e.reason}"))
+            self.broken(ConnectionResetError(f"bad response: {e.reason}"))
             if self.transport is not None:
                 self.transport.close()
+
+    def frame_received(self, body: bytes) -> None:
+        raise NotImplementedError
+
+    def broken(self, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class _AsyncConn(_FramedConn):
+    """One pipelined connection: many requests in flight, matched to replies by request id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pending: dict[int, asyncio.Future[tuple[Any, dict[str, Any]]]] = {}
+        self.closed = False
+
+    def frame_received(self, body: bytes) -> None:
+        rid, err, res = decode_response(body)
+        fut = self.pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_result((err, res))
+
+    def broken(self, exc: Exception) -> None:
+        self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
         self.closed = True
@@ -1475,25 +1494,18 @@ class Watch:
         self.cancel()
 
 
-class _WatchConn(asyncio.Protocol):
+class _WatchConn(_FramedConn):
     """The connection of one AsyncWatch: frames go to a queue; None marks the end."""
 
     def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+        super().__init__()
         self.queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
+    def frame_received(self, body: bytes) -> None:
+        self.queue.put_nowait(body)
 
-    def data_received(self, data: bytes) -> None:
-        try:
-            for body in self.decoder.feed(data):
-                self.queue.put_nowait(body)
-        except WireError as e:
-            self.queue.put_nowait(ConnectionResetError(f"bad response: {e.reason}"))
-            if self.transport is not None:
-                self.transport.close()
+    def broken(self, exc: Exception) -> None:
+        self.queue.put_nowait(exc)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.put_nowait(ConnectionResetError(f"{exc or 'connection closed by the server'}"))
