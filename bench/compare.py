@@ -67,6 +67,7 @@ sys.path.insert(0, HERE)  # bench/ is not a package: its sibling module probes.p
 import probes  # noqa: E402
 
 from fastraft.tools.localcluster import free_ports  # noqa: E402
+from fastraft.tools.procs import stop_processes  # noqa: E402
 
 SCENARIOS = ("put-sat", "put-half", "get-lin", "get-ser", "put-1")
 SYSTEMS = ("fastraft", "etcd", "pysyncobj")
@@ -83,18 +84,7 @@ class Point:
     rate: float = 0.0      # > 0: open loop, requests/s in total
 
 
-def stop_pids(procs: list[subprocess.Popen], timeout: float = 10.0) -> None:
-    """SIGTERM each by PID, bounded wait, then SIGKILL."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=10)
+stop_pids = stop_processes  # SIGTERM each by PID, bounded wait, then SIGKILL
 
 
 class _ChildCPU:

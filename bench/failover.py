@@ -43,6 +43,8 @@ import threading
 import time
 from typing import Any
 
+from fastraft.tools.procs import stop_processes
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEY_PREFIX = b"failover/"
 # Bounds of one writer process: it stops on its own after this long or this many puts.
@@ -280,15 +282,7 @@ class EtcdCluster:
         self.leader()
 
     def close(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        stop_processes(list(self.procs.values()))
 
 
 # ----------------------------------------------------------------------------------- one rep

@@ -57,6 +57,7 @@ from fastraft.client.codec import (
 )
 from fastraft.config import parse_url
 from fastraft.net.framing import FrameDecoder, frame
+from fastraft.tools.procs import stop_processes
 
 __all__ = [
     "WORKLOADS",
@@ -1149,13 +1150,7 @@ def start_noop_subprocess(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
 
 
 def _stop_proc(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(timeout=5)
+    stop_processes([p], timeout=5.0)
 
 
 def _serve_noop_forever(delay: float) -> None:

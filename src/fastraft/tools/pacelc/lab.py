@@ -46,6 +46,7 @@ from fastraft.tools.pacelc.measure import (
     staleness,
 )
 from fastraft.tools.pacelc.workload import ETCD_LEVELS, FASTRAFT_LEVELS
+from fastraft.tools.procs import stop_processes
 
 __all__ = ["Options", "run", "MEMBERS", "CLIENTS", "LOOPBACK_LABEL", "NETNS_LABEL",
            "SCENARIOS"]
@@ -209,15 +210,7 @@ class _Cluster:
         raise RuntimeError(f"{self.system}: no leader within {timeout:g}s")
 
     def stop(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs.values():
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+        stop_processes(list(self.procs.values()))
 
 
 # ------------------------------------------------------------------------------ the delays
