@@ -80,12 +80,13 @@ def test_short_lab_run_both_systems(tmp_path) -> None:
     fr, et = res["systems"]["fastraft"], res["systems"]["etcd"]
 
     # The delayers held packets for the delay asked (20 ms), one per member: never less, and
-    # late by a few ms at most in the median (the upper bound leaves room for a loaded machine's
-    # late wake-ups; a delayer that held twice as long or not at all fails it).
+    # less than twice that in the median (the slack is for a loaded machine's late wake-ups,
+    # which on a 2-core machine running the suite beside other work reach ~10 ms; a delayer
+    # that held twice as long or not at all fails it).
     (d,) = fr["delayers"]
     assert len(d["stats"]) == 3
     for st in d["stats"]:
-        assert st["packets"] > 50 and 19.9 <= st["held_p50_ms"] <= 30.0, st
+        assert st["packets"] > 50 and 19.9 <= st["held_p50_ms"] < 40.0, st
 
     cls = {name: {lv: v["label"] for lv, v in s["classification"].items()}
            for name, s in (("fastraft", fr), ("etcd", et))}
