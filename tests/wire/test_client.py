@@ -266,6 +266,16 @@ def test_a_lease_refusal_that_passes_is_asked_again_after_the_pause_it_names(
     assert leader.calls["range"] == before + 2
 
 
+def test_a_write_refused_by_a_stopping_member_is_sent_again(cluster: FakeCluster) -> None:
+    """STOPPING means the write was never proposed (a stopping member answers TIMEOUT for one it
+    had), so the client sends it again, here to the leader a follower names."""
+    cluster.servers[0].script = [("STOPPING", "the member is stopping")]
+    with Client(cluster.endpoints, timeout=2) as c:
+        c.put("k", "v")
+    assert cluster.servers[0].calls["put"] == 2
+    assert cluster.store.kvs[b"k"]["value"] == b"v"
+
+
 def test_server_errors_map_to_exceptions(cluster: FakeCluster) -> None:
     with Client(cluster.endpoints, timeout=2) as c:
         c.put("k", "v")

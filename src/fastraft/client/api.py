@@ -16,9 +16,9 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
   call's by default) before the read is asked elsewhere. A sent write waits until the call's
   deadline, or ``request_timeout`` when one is given (then: outcome unknown, below).
 * **Writes** (put, delete, txn, compact) are retried *only* when the cluster said they were not
-  applied (``NOT_LEADER``, ``NO_LEADER``, ``NOT_COMMITTED``) or when no connection could be made
-  so nothing was sent (a connect that never completed sent nothing, so the write is tried on
-  another endpoint). If a write was sent and no answer came (deadline passed, connection lost),
+  applied (``NOT_LEADER``, ``NO_LEADER``, ``NOT_COMMITTED``, ``STOPPING``) or when no connection
+  could be made so nothing was sent (a connect that never completed sent nothing, so the write
+  is tried on another endpoint). If a write was sent and no answer came (deadline passed, connection lost),
   the client raises :class:`fastraft.TimeoutError`: the write may or may not have been applied,
   and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
 * **Lease reads** refused for a reason that passes by itself (a transfer, a new leader before
@@ -87,10 +87,11 @@ __all__ = [
 DEFAULT_TIMEOUT = 5.0
 # Responses may carry large ranges; they come from a server we chose to trust, so the peer limit.
 MAX_RESPONSE_FRAME = MAX_PEER_FRAME
-# Codes that guarantee a write was not applied, so it is safe to send it again.
-_RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED"})
+# Codes that guarantee a write was not applied, so it is safe to send it again (a stopping
+# member answers STOPPING only for writes it never proposed; one it had proposed gets TIMEOUT).
+_RETRY_WRITE = frozenset({"NOT_LEADER", "NO_LEADER", "NOT_COMMITTED", "STOPPING"})
 # Codes after which a read may be tried again, possibly elsewhere.
-_RETRY_READ = _RETRY_WRITE | {"TIMEOUT", "STOPPING"}
+_RETRY_READ = _RETRY_WRITE | {"TIMEOUT"}
 # The longest pause a server may ask for before a lease read is asked again (its heartbeat
 # interval; etcd's longest recommended is a few hundred ms).
 _LEASE_RETRY_MAX_MS = 1000
