@@ -38,6 +38,7 @@ from fastraft.client.api import (
     WatchEvent,
     parse_endpoint,
 )
+from fastraft._version import __version__
 from fastraft.errors import FastraftError
 from fastraft.tools.tablefmt import render_table
 
@@ -311,6 +312,7 @@ class _Root(click.Group):
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, message="fastractl version: %(version)s")
 def cli() -> None:
     """fastractl: talk to a fastraft cluster (etcdctl-style).
 
@@ -322,6 +324,12 @@ def cli() -> None:
       fastractl --endpoints=127.0.0.1:2379,127.0.0.1:22379 put greeting hello
       fastractl endpoint status --write-out=table
     """
+
+
+@cli.command()
+def version() -> None:
+    """Print fastractl's version (`fastractl endpoint status` shows each member's)."""
+    click.echo(f"fastractl version: {__version__}")
 
 
 @cli.command()

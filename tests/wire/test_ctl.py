@@ -198,6 +198,14 @@ def test_help_teaches() -> None:
         assert r.exit_code == 0 and "Example" in r.output and "fastractl" in r.output, args
 
 
+def test_version_needs_no_cluster() -> None:
+    import fastraft
+
+    for args in (["version"], ["--version"]):
+        r = CliRunner().invoke(cli, ["--endpoints", "127.0.0.1:1", *args])
+        assert r.exit_code == 0 and r.output == f"fastractl version: {fastraft.__version__}\n"
+
+
 def test_subprocess_roundtrip(cluster: FakeCluster) -> None:
     env = {**os.environ, "FASTRAFT_ENDPOINTS": ",".join(cluster.endpoints)}
     p = subprocess.run([sys.executable, "-m", "fastraft.ctl", "put", "sub", "proc"], env=env,
