@@ -130,6 +130,7 @@ def _serve_options(f: Any) -> Any:
 
 @main.command("serve", cls=_OneLineErrors)
 @_serve_options
+@click.version_option(package_name="fastraft", message="fastraft version: %(version)s")
 def serve(config_file: str | None, **values: str | None) -> None:
     """Run one member until SIGTERM/SIGINT (graceful: hands over leadership first).
 

@@ -273,6 +273,13 @@ def test_help_teaches_with_an_example(cmd: list[str]) -> None:
     assert "fastraft " in p.stdout and ("Example" in p.stdout or not cmd)
 
 
+def test_version_flags() -> None:
+    import fastraft
+
+    assert _fastraft("--version").stdout == f"fastraft {fastraft.__version__}\n"
+    assert _fastraft("serve", "--version").stdout == f"fastraft version: {fastraft.__version__}\n"
+
+
 def test_fastractl_typed_as_the_seed_types_etcdctl(make_cluster) -> None:
     """`export ETCDCTL_ENDPOINTS=http://...; etcdctl endpoint status --write-out=table`, then
     put and get, against real members: the global option after the command, the endpoints
