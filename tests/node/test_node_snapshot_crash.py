@@ -60,6 +60,11 @@ def test_acked_writes_survive_crashes_across_view_snapshots_and_a_lagger_catches
     assert lst is not None
     wait_for(lambda: (lc.status(lagger) or {}).get("raft_applied_index", 0)
              >= lst["raft_applied_index"], 20, f"{lagger} to catch up")
+    # The other follower too: a write is acknowledged once a majority has it, and a follower
+    # of that majority may apply it a moment later (a loaded machine made this one read early).
+    for n in up:
+        wait_for(lambda n=n: (lc.status(n) or {}).get("raft_applied_index", 0)
+                 >= lst["raft_applied_index"], 20, f"{n} to apply the last writes")
     assert "restored state from snapshot" in lc.member(lagger).log_text()
     # Streamed from the leader's view (a worker thread reads it a chunk at a time).
     assert "streaming snapshot" in lc.member(leader).log_text()
