@@ -17,7 +17,7 @@ from fastraft import Client, FastraftError, SnapshotFileError
 from fastraft.cli import main as fastraft_main
 from fastraft.client.snapfile import verify_snapshot
 from fastraft.ctl import cli as ctl_cli
-from fastraft.tools.localcluster import LocalCluster, free_ports
+from fastraft.tools.localcluster import LocalCluster, free_ports, request
 from polling import wait_for  # tests/ is on pytest's pythonpath
 
 
@@ -185,6 +185,13 @@ def test_move_leader(make_cluster) -> None:
     assert r.exit_code == 1 and "abcdef0123 is not in the cluster" in r.output
     r = ctl(lc.endpoints, "move-leader", "not-hex")
     assert r.exit_code == 2
+    # Bad requests on the wire: refused, the member goes on serving.
+    leader_ep = target.endpoint
+    for op, args in (("move_leader", {}), ("move_leader", {"target": "x"}),
+                     ("move_leader", {"target": tid, "extra": 1}), ("snapshot", {"x": 1})):
+        err, _ = request(leader_ep, op, args)
+        assert err is not None and err[0] == "BAD_REQUEST", (op, args, err)
+    assert _status(lc, target.name)["leader"] == tid
 
     peer = free_ports(1)[0]
     r = ctl(lc.endpoints, "member", "add", "n4", f"--peer-urls=http://127.0.0.1:{peer}",
