@@ -1704,7 +1704,12 @@ def _save_snapshot(ep: Endpoint, path: str, timeout: float, connect_timeout: flo
                 int(m["revision"]), int(m["compact_revision"]), time.time())
         except (KeyError, TypeError, ValueError) as e:
             raise _malformed("snapshot response", e) from None
-        with snapfile.SnapshotWriter(path) as w:
+        try:
+            writer = snapfile.SnapshotWriter(path)
+        except OSError as e:
+            raise FastraftError(f"cannot write {path}{snapfile.PART_SUFFIX}: "
+                                f"{e.strerror or e}; nothing saved") from None
+        with writer as w:
             w.header(header)
             sha = hashlib.sha256()
             n = nbytes = 0
