@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from fastraft.config import FLAGS, FlagError, ServerConfig, build_config, env_name
-from fastraft.errors import ConfigError, DataDirError
+from fastraft.errors import ConfigError, DataDirError, SnapshotFileError
 
 __all__ = ["main"]
 
@@ -78,6 +78,7 @@ def main() -> None:
     fastraft serve --name n1 ...      run one member (see `fastraft serve --help`)
     fastraft cluster --size 3         run a local 3-member cluster on 127.0.0.1
     fastraft demo                     a narrated walkthrough: writes, leader failure, quorum loss
+    fastraft snapshot restore FILE    a new member's data dir from `fastractl snapshot save`
     fastraft pacelc --out DIR         the PACELC lab: each read level's latency, availability
                                       and staleness under delay and partitions, beside etcd
     Talk to a cluster with `fastractl`.
@@ -310,6 +311,63 @@ def cluster(size: int, data_dir: str | None, base_port: int, metrics: bool) -> N
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(status)
+
+
+# ------------------------------------------------------------------------------- snapshot
+
+
+@main.group("snapshot", cls=_Group)
+def snapshot() -> None:
+    """Restore a backup taken with `fastractl snapshot save` into a new member's data dir.
+
+    \b
+      fastraft snapshot restore backup.db --name n1 \\
+        --initial-cluster n1=http://127.0.0.1:2380,n2=http://127.0.0.1:2390 \\
+        --initial-advertise-peer-urls http://127.0.0.1:2380 --data-dir n1.fastraft
+    """
+
+
+@snapshot.command("restore", cls=_OneLineErrors)
+@click.argument("path", metavar="FILE")
+@click.option("--name", default="default", show_default=True,
+              help="this member's name (one of --initial-cluster)")
+@click.option("--initial-cluster", default=None,
+              help="name=url,... of every member of the NEW cluster (default: this member alone)")
+@click.option("--initial-advertise-peer-urls", default=None,
+              help="this member's peer URL(s), as in --initial-cluster")
+@click.option("--initial-cluster-token", default=None,
+              help="the new cluster's token (default: fastraft-cluster); gives it new ids")
+@click.option("--data-dir", default=None, help="the data dir to create (default: <name>.fastraft)")
+def snapshot_restore(path: str, name: str, initial_cluster: str | None,
+                     initial_advertise_peer_urls: str | None, initial_cluster_token: str | None,
+                     data_dir: str | None) -> None:
+    """Build a NEW member's data dir holding the keys (and revision) of FILE.
+
+    The file's checksum is verified first; an existing data dir is never overwritten. Run it
+    once per member of the new cluster, with the same --initial-cluster and token, then start
+    each member with `fastraft serve` and the same flags.
+    """
+    from fastraft.server.restore import restore_config, restore_snapshot
+
+    try:
+        cfg = restore_config(path, name=name, initial_cluster=initial_cluster,
+                             initial_advertise_peer_urls=initial_advertise_peer_urls,
+                             data_dir=data_dir, initial_cluster_token=initial_cluster_token)
+    except FlagError as e:
+        _die(e.message)
+        return
+    try:
+        res = restore_snapshot(path, cfg)
+    except (ConfigError, DataDirError, SnapshotFileError) as e:
+        _die(e.message, 1)
+        return
+    except OSError as e:
+        _die(f"cannot restore into {cfg.data_dir!r}: {e}", 1)
+        return
+    h = res.info.header
+    click.echo(f"restored snapshot {path} (revision {h.revision}, {res.info.total_keys} keys) "
+               f"into {cfg.data_dir}: member {cfg.name} ({cfg.member_id:x}) of new cluster "
+               f"{cfg.cluster_id:x}")
 
 
 # ----------------------------------------------------------------------------- statefulset

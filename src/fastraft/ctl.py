@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
+from fastraft.client import snapfile
 from fastraft.client.api import (
     Client,
     Compare,
@@ -756,6 +757,115 @@ def _member_change(s: Settings, member_id: str, call: Callable[[Client, int], An
         _echo_json(_member_change_json(res))
     else:
         click.echo(f"Member {mid:x} {done} cluster {res.header.cluster_id:x}")
+
+
+# ---------------------------------------------------------------------------- snapshot
+
+
+@cli.group()
+def snapshot() -> None:
+    """Back up a member's key-value store to a file, and check such a file.
+
+    Restore a file into new data dirs with `fastraft snapshot restore`.
+
+    \b
+    Examples:
+      fastractl --endpoints=127.0.0.1:2379 snapshot save backup.db
+      fastractl snapshot status backup.db -w table
+    """
+
+
+# A progress line on stderr at most this often while a snapshot is fetched.
+_PROGRESS_EVERY = 1.0
+
+
+@snapshot.command(name="save")
+@click.argument("path", metavar="FILE")
+@click.pass_obj
+@_handle_errors
+def snapshot_save(s: Settings, path: str) -> None:
+    """Save one member's store, at one revision, to FILE (the member of --endpoints, which
+    must name exactly one).
+
+    The file is written as FILE.part and renamed to FILE only once it is complete and
+    checksummed: if the save fails (the member goes away, the connection is refused) there
+    is no FILE. --command-timeout bounds each wait for the member, not the whole transfer;
+    progress goes to stderr.
+
+    \b
+    Example:
+      fastractl --endpoints=127.0.0.1:2379 snapshot save backup.db
+    """
+    if len(s.endpoints) != 1:
+        _fail(f"snapshot must be requested from one member, not {len(s.endpoints)} "
+              f"(--endpoints={','.join(s.endpoints)}): give exactly one endpoint")
+    ep = s.endpoints[0]
+    click.echo(f"fetching snapshot from {ep} into {path}{snapfile.PART_SUFFIX}", err=True)
+    last = [time.monotonic()]
+
+    def progress(chunks: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= _PROGRESS_EVERY:
+            last[0] = now
+            click.echo(f"fetched {humanize_bytes(nbytes)} so far ({chunks} chunks)", err=True)
+
+    with s.client() as c:
+        saved = c.snapshot(path, endpoint=ep, progress=progress)
+    h = saved.header
+    click.echo(f"fetched snapshot: {humanize_bytes(saved.size)} in {saved.took:.2f}s "
+               f"(member {h.member_id:x}, revision {h.revision})", err=True)
+    click.echo(f"Snapshot saved at {path}")
+
+
+@snapshot.command(name="status")
+@click.argument("path", metavar="FILE")
+@click.pass_obj
+@_handle_errors
+def snapshot_status(s: Settings, path: str) -> None:
+    """Check FILE completely (checksums, structure) and show its HASH, REVISION, TOTAL KEYS
+    (live keys) and TOTAL SIZE.
+
+    \b
+    Example:
+      fastractl snapshot status backup.db -w table
+    """
+    info = snapfile.verify_snapshot(path)
+    row = [format(info.hash, "x"), str(info.header.revision), str(info.total_keys),
+           humanize_bytes(info.total_size)]
+    if s.write_out == "json":
+        _echo_json({"hash": info.hash, "revision": info.header.revision,
+                    "totalKey": info.total_keys, "totalSize": info.total_size})
+    elif s.write_out == "table":
+        _table(["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"], [row])
+    else:
+        click.echo(", ".join(row))
+
+
+# ------------------------------------------------------------------------- move-leader
+
+
+@cli.command(name="move-leader")
+@click.argument("transferee", metavar="HEX_ID")
+@click.pass_obj
+@_handle_errors
+def move_leader(s: Settings, transferee: str) -> None:
+    """Hand leadership to the voting member HEX_ID (as `member list` prints it).
+
+    Sent to the leader (found through --endpoints, as a write is). Refused for an id that is
+    not a member, a learner, or when the cluster has no leader.
+
+    \b
+    Example:
+      fastractl move-leader 8e9e05c52164694d
+    """
+    target = parse_member_id(transferee)
+    with s.client() as c:
+        res = c.move_leader(target)
+    if s.write_out == "json":
+        _echo_json(res)
+        return
+    click.echo(f"Leadership transferred from {int(res.get('previous', 0)):x} to "
+               f"{int(res.get('leader', target)):x}")
 
 
 # ---------------------------------------------------------------------------- endpoint

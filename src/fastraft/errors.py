@@ -108,6 +108,19 @@ class ProposalDroppedError(FastraftError):
     code = "PROPOSAL_DROPPED"
 
 
+class LeaderTransferError(FastraftError):
+    """a leadership transfer (move-leader) did not happen; the leader is unchanged or another
+    member leads"""
+
+    code = "LEADER_TRANSFER_FAILED"
+
+
+class SnapshotFileError(FastraftError):
+    """a snapshot file is missing, foreign, truncated or corrupt"""
+
+    code = "SNAPSHOT_FILE"
+
+
 class DataDirError(FastraftError):
     """the data directory cannot be used by this member"""
 

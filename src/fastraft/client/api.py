@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import hashlib
 import itertools
 import math
 import os
@@ -48,6 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
+from fastraft.client import snapfile
 from fastraft.client.codec import decode_response, encode_request
 from fastraft.config import parse_url
 from fastraft.errors import (
@@ -82,6 +84,7 @@ __all__ = [
     "Watch",
     "AsyncWatch",
     "WatchEvent",
+    "SnapshotSaved",
 ]
 
 DEFAULT_TIMEOUT = 5.0
@@ -944,6 +947,25 @@ class Client:
         ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
         return self._call("health", {}, write=False, endpoint=ep)
 
+    def move_leader(self, target: int | str) -> dict[str, Any]:
+        """Have the leader hand leadership to voter ``target`` (id as int or hex string);
+        returns ``{"header", "leader", "previous"}`` once ``target`` leads. Sent to the leader
+        (found as for a write); refused (BadRequestError) for an unknown id or a learner,
+        LeaderTransferError when the transfer did not happen."""
+        args = {"target": _member_id_arg(target)["id"]}
+        return self._call("move_leader", args, write=True)
+
+    def snapshot(self, path: str, *, endpoint: str | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> SnapshotSaved:
+        """Save the KV state of ONE member (default: the first endpoint) to the file
+        ``path`` (client/snapfile.py): a consistent copy at one revision, streamed in chunks
+        (memory holds one chunk). Written to ``path + ".part"`` and renamed once complete and
+        checksummed: on any failure there is no ``path`` (and no part file). ``progress(chunks,
+        bytes)`` is called after each chunk. The client's ``timeout`` bounds each wait for the
+        member (connecting, the next chunk), not the whole transfer."""
+        ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
+        return _save_snapshot(ep, path, self.timeout, self.connect_timeout, progress)
+
     def watch(self, key: str | bytes, range_end: str | bytes | None = None, *,
               prefix: bool = False, start_revision: int = 0, prev_kv: bool = False,
               timeout: float | None = None) -> Watch:
@@ -1246,6 +1268,11 @@ class AsyncClient:
         """``{"health": bool, "reason": str}`` of ONE member (default: the first endpoint)."""
         ep = parse_endpoint(endpoint) if endpoint else self.endpoints[0]
         return await self._call("health", {}, write=False, endpoint=ep)
+
+    async def move_leader(self, target: int | str) -> dict[str, Any]:
+        """See :meth:`Client.move_leader`."""
+        args = {"target": _member_id_arg(target)["id"]}
+        return await self._call("move_leader", args, write=True)
 
     def watch(self, key: str | bytes, range_end: str | bytes | None = None, *,
               prefix: bool = False, start_revision: int = 0, prev_kv: bool = False,
@@ -1628,3 +1655,102 @@ class AsyncWatch:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.cancel()
+
+
+# ------------------------------------------------------------------------------ snapshot save
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSaved:
+    """What ``Client.snapshot`` saved: where, from which member's state, how big."""
+
+    path: str
+    header: snapfile.SnapshotHeader
+    size: int  # bytes of the file
+    chunks: int
+    chunk_bytes: int
+    took: float  # seconds
+
+
+def _save_snapshot(ep: Endpoint, path: str, timeout: float, connect_timeout: float,
+                   progress: Callable[[int, int], None] | None) -> SnapshotSaved:
+    """Stream the ``snapshot`` op's frames (server/backup.py) from ``ep`` into ``path``."""
+    started = time.monotonic()
+    where = _fmt(ep)
+    at = _Attempts([ep], None, timeout, write=False, redirect=False,
+                   connect_timeout=connect_timeout)
+    try:
+        _, sock = _dial_first([ep], at)
+    except OSError as e:
+        raise UnavailableError(f"cannot connect to {where}: {e}; nothing saved") from None
+    decoder = FrameDecoder(MAX_RESPONSE_FRAME)
+    ready: list[bytes] = []
+
+    def next_frame() -> dict[str, Any]:
+        # Each wait for the member is bounded by the call's timeout: a stalled member fails the
+        # save, a big store does not.
+        while not ready:
+            sock.settimeout(timeout)
+            try:
+                data = sock.recv(1 << 20)
+            except socket.timeout:
+                raise TimeoutError(f"snapshot from {where}: nothing received for "
+                                   f"{timeout:g}s; nothing saved") from None
+            if not data:
+                raise UnavailableError(f"snapshot from {where}: the member closed the "
+                                       f"connection before the end; nothing saved")
+            ready.extend(decoder.feed(data))
+        _, err, res = decode_response(ready.pop(0))
+        if err is not None:
+            code, message, extra = err
+            raise error_from_code(code, f"snapshot from {where}: {message}", extra)
+        return res
+
+    try:
+        sock.setblocking(True)
+        sock.sendall(frame(encode_request(1, "snapshot", {})))
+        first = next_frame()
+        try:
+            m = first["snapshot"]
+            header = snapfile.SnapshotHeader(
+                int(m["cluster_id"]), int(m["member_id"]), int(m["index"]), int(m["term"]),
+                int(m["revision"]), int(m["compact_revision"]), time.time())
+        except (KeyError, TypeError, ValueError) as e:
+            raise _malformed("snapshot response", e) from None
+        try:
+            writer = snapfile.SnapshotWriter(path)
+        except OSError as e:
+            raise FastraftError(f"cannot write {path}{snapfile.PART_SUFFIX}: "
+                                f"{e.strerror or e}; nothing saved") from None
+        with writer as w:
+            w.header(header)
+            sha = hashlib.sha256()
+            n = nbytes = 0
+            while True:
+                res = next_frame()
+                chunk = res.get("chunk")
+                if isinstance(chunk, bytes):
+                    w.chunk(chunk)
+                    sha.update(chunk)
+                    n += 1
+                    nbytes += len(chunk)
+                    if progress is not None:
+                        progress(n, nbytes)
+                    continue
+                end = res.get("end")
+                if not isinstance(end, dict):
+                    raise _malformed("snapshot response", ValueError("neither chunk nor end"))
+                members = end.get("members")
+                if (end.get("chunks"), end.get("bytes"), end.get("sha256")) != (
+                        n, nbytes, sha.digest()) or not isinstance(members, dict):
+                    raise FastraftError(f"snapshot from {where}: what arrived does not match "
+                                        f"the member's checksum; nothing saved")
+                w.end(n, nbytes, sha.digest(), members)
+                w.commit()
+                size = w.bytes_written
+                break
+    except (OSError, WireError) as e:
+        raise UnavailableError(f"snapshot from {where} failed: {e}; nothing saved") from None
+    finally:
+        sock.close()
+    return SnapshotSaved(path, header, size, n, nbytes, time.monotonic() - started)

@@ -18,6 +18,9 @@ later. Watches are streams: :meth:`KVService.watch` takes a :class:`~fastraft.st
 * membership requests (member_add/remove/promote) are validated (server/membership.py) and
   proposed as one conf-change entry by the leader; the answer waits for that entry to apply.
 * status, member_list and health answer from this member's state.
+* ``snapshot`` (a stream, like ``watch``) sends this member's KV state to the client
+  (server/backup.py); ``move_leader`` has the leader hand leadership to a named voter, with the
+  handover a graceful stop uses (the node's ``_transfer_leadership``).
 
 The batch lives here, not in the node, because it is the request side: who asked is known only
 here, and the node sees proposals only as the one ``raft.propose_batch`` per iteration. The node
@@ -40,6 +43,7 @@ from fastraft.errors import (
     BadRequestError,
     ConfChangeInProgressError,
     FastraftError,
+    LeaderTransferError,
     NoLeaderError,
     NotCommittedError,
     NotLeaderError,
@@ -59,6 +63,7 @@ from fastraft.raft.core import (
     Entry,
     Raft,
 )
+from fastraft.server.backup import SNAPSHOT_OP, BackupStreams
 from fastraft.server.membership import (
     Membership,
     check_promote,
@@ -82,7 +87,7 @@ log = logging.getLogger("fastraft.node")
 WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
 MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 # Operations that open or end a stream of answers: served by KVService.watch, not submit.
-STREAM_OPS = frozenset(("watch", "watch_cancel"))
+STREAM_OPS = frozenset(("watch", "watch_cancel", SNAPSHOT_OP))
 
 _REPLACED = "the proposal was replaced by another leader's entry: not applied"
 _CC_REPLACED = "the membership change was replaced by another leader's entry: not applied"
@@ -97,10 +102,12 @@ class KVService:
     def __init__(self, *, members: Membership, reads: LinearizableReads, watch_hub: WatchHub,
                  stopping: Callable[[], bool], closed: Callable[[], bool],
                  schedule_ready: Callable[[], None],
-                 transfer_leadership: Callable[[str], Awaitable[None]],
+                 transfer_leadership: Callable[..., Awaitable[None]],
                  keep_task: Callable[[asyncio.Task[None]], None], levels: LevelReads,
-                 stats: NodeStats, request_timeout: float, read_timeout: float) -> None:
+                 stats: NodeStats, request_timeout: float, read_timeout: float,
+                 backups: BackupStreams | None = None) -> None:
         self.members = members
+        self.backups = backups
         self.reads = reads
         self.levels = levels
         self.stats = stats  # plain counters for /metrics, touched per batch
@@ -183,11 +190,18 @@ class KVService:
         served from local applied state. Raises FastraftError for a bad request."""
         if self._stopping():
             raise StoppingError("the member is stopping")
+        if op == SNAPSHOT_OP:
+            if self.backups is None:
+                raise UnknownOperationError("this member does not serve snapshots")
+            self.backups.start(sink, req_id, args)
+            return
         self.watch_hub.handle(sink, req_id, op, args)
 
     def stream_closed(self, sink: Sink) -> None:
-        """The front end lost ``sink``'s client: drop its watchers."""
+        """The front end lost ``sink``'s client: drop its watchers and snapshot streams."""
         self.watch_hub.connection_lost(sink)
+        if self.backups is not None:
+            self.backups.connection_lost(sink)
 
     # ------------------------------------------------------------------ routing
     def _route(self, op: str, args: dict[str, Any], done: Done) -> None:
@@ -211,13 +225,15 @@ class KVService:
                         "members": self.member_list()})
         elif op == "health":
             self.health(lambda res: done(None, res))
+        elif op == "move_leader":
+            self._move_leader(args, done)
         elif op in STREAM_OPS:
             raise BadRequestError(f"{op} is a stream: it needs a front end that streams")
         else:
             raise UnknownOperationError(
                 f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
                 "status, member_list, member_add, member_remove, member_promote, health, "
-                "watch, watch_cancel")
+                "move_leader, watch, watch_cancel, snapshot")
 
     def _range(self, args: dict[str, Any], done: Done) -> None:
         """A range at its read level (server/readlevels.py); bad args raise before anything."""
@@ -241,6 +257,57 @@ class KVService:
             done(None, res)
 
         self.levels.read(level, bound, do_range)
+
+    # ------------------------------------------------------------------ leadership
+    def _move_leader(self, args: dict[str, Any], done: Done) -> None:
+        """move_leader {target}: the leader hands leadership to voter ``target`` and answers
+        once that member leads (etcd's MoveLeader). Bad targets are refused before anything."""
+        raft, kv, cfg, loop = self.raft, self.kv, self.cfg, self.loop
+        assert raft is not None and kv is not None and cfg is not None and loop is not None
+        for name in args:
+            if name != "target":
+                raise BadRequestError(f"move_leader: unknown argument {name!r}")
+        target = args.get("target")
+        if type(target) is not int or not 0 < target < 1 << 64:
+            raise BadRequestError("move_leader: target must be a member id (a non-zero "
+                                  "64-bit integer)")
+        if raft.role != LEADER:
+            # The leader's member list is the one that counts (a follower's may lag).
+            raise self.not_leader()
+        m = self.members.get(target)
+        if m is None:
+            raise BadRequestError(f"move_leader: member {target:x} is not in the cluster "
+                                  f"(see `member list`)")
+        if m.is_learner or target in raft.learners:
+            raise BadRequestError(f"move_leader: member {target:x} is a learner; only a voting "
+                                  f"member can lead (promote it first)")
+        me = cfg.member_id
+        if target == me:
+            done(None, {"header": self.header(kv.revision, raft.term), "leader": me,
+                        "previous": me})
+            return
+        if self.handing_over or raft.lead_transferee:
+            raise LeaderTransferError("move_leader: a leadership transfer is already in "
+                                      "progress; try again in a moment")
+        self._keep_task(loop.create_task(self._move(target, done)))
+
+    async def _move(self, target: int, done: Done) -> None:
+        raft, cfg = self.raft, self.cfg
+        assert raft is not None and cfg is not None and self.kv is not None
+        await self._transfer_leadership(f"asked to move leadership to {target:x}", to=target)
+        if raft.leader == target:
+            done(None, {"header": self.header(self.kv.revision, raft.term), "leader": target,
+                        "previous": cfg.member_id})
+        elif raft.role == LEADER:
+            done(LeaderTransferError(
+                f"move_leader: leadership was not transferred to {target:x}: it is not "
+                f"connected to the leader or did not catch up within an election timeout; "
+                f"{cfg.member_id:x} is still the leader"), None)
+        else:
+            who = format(raft.leader, "x") if raft.leader else "no member (an election runs)"
+            done(LeaderTransferError(f"move_leader: leadership went to {who}, not to "
+                                     f"{target:x}"), None)
+        self._flush()
 
     # ------------------------------------------------------------------ membership requests
     def _member_change(self, op: str, args: dict[str, Any], done: Done) -> None:

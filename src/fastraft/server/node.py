@@ -69,6 +69,7 @@ from fastraft.raft.core import (
     decode_conf_change,
     heartbeat_round_of,
 )
+from fastraft.server.backup import BackupStreams
 from fastraft.server.join import discover_cluster
 from fastraft.server.kvservice import KVService
 from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
@@ -154,13 +155,16 @@ class Node:
         self._stop_requested = False
         self._stopping = False  # set once requests are refused (after the handover)
         self._closed = False
+        # Backups streamed to clients (`fastractl snapshot save`): a stream op of the service.
+        self.backups = BackupStreams(self.members, header=self._watch_header,
+                                     keep_task=self._keep_task)
         # Client requests in, results out (the front ends call it; writes are batched there).
         self.service = KVService(
             members=self.members, reads=self.reads, watch_hub=self.watch_hub,
             stopping=lambda: self._stopping, closed=lambda: self._closed,
             schedule_ready=self._schedule_ready, transfer_leadership=self._transfer_leadership,
             keep_task=self._keep_task, levels=self.levels, stats=self.stats,
-            request_timeout=request_timeout, read_timeout=read_timeout)
+            request_timeout=request_timeout, read_timeout=read_timeout, backups=self.backups)
         # Set when a soft-state change names a leader: wakes a stopping leader's handover wait.
         self._handover_done = asyncio.Event()
         # Local snapshot views, snapshot streams sent and received, installs.
@@ -220,6 +224,8 @@ class Node:
             st = self.storage
             assert self.raft is not None and self.kv is not None
             self.service.open(self.cfg, self.token, self.raft, self.kv, st, self._loop)
+            self.backups.open(cfg.name, self.cfg.cluster_id, cfg.member_id, self.raft, self.kv,
+                              self._loop)
             self._syncer = Syncer(lambda: st.sync(), f"sync-{cfg.name}")
             self.snapshots.start(self.cfg, self.raft, self.kv, st, self._loop)
             self.transport = PeerTransport(cfg.member_id, cfg.cluster_id, cfg.peer_addr(),
@@ -330,6 +336,7 @@ class Node:
         self._fail_all(StoppingError("the member is stopping"))
         self.watch_hub.close("the member is stopping; re-watch elsewhere from the last seen "
                              "revision + 1")
+        self.backups.stop("the member is stopping; take the snapshot from another member")
         # Let a ready pass in progress finish its sync: what it acknowledged must be durable.
         deadline = time.monotonic() + 5.0
         while self._in_ready and time.monotonic() < deadline:
@@ -337,12 +344,21 @@ class Node:
         await self._close_io()
         self.stopped.set()
 
-    async def _transfer_leadership(self, why: str = "stopping") -> None:
+    async def _transfer_leadership(self, why: str = "stopping", to: int = 0) -> None:
+        """Hand leadership to voter ``to`` (move-leader), or to the most up-to-date reachable
+        voter (a stop, a leader removing itself); returns once a leader is known again or the
+        attempt ended (bounded by an election timeout)."""
         raft = self.raft
         assert raft is not None and self._loop is not None
         progress = raft.status().get("progress", {})
         best, best_match = 0, -1
-        for vid in raft.voters:
+        if to:
+            # A named target: only if it is a voter we reach now (else the core would wait an
+            # election timeout for it, with writes held meanwhile, for nothing).
+            if (to in raft.voters and to != self.id and self.transport is not None
+                    and self.transport.is_connected(to)):
+                best = to
+        for vid in raft.voters if not to else ():
             # Only a peer we can reach now: a transfer to a dead member would just burn an
             # election timeout before the stop goes on (and leave the cluster leaderless).
             if (vid != self.id and vid in progress and progress[vid]["match"] > best_match
@@ -405,6 +421,7 @@ class Node:
             await self.transport.stop()
         if self._syncer is not None:
             self._syncer.stop()
+        await self.backups.close()  # their RocksDB views go before the DB
         await self.snapshots.close()
         if self.storage is not None:
             try:
