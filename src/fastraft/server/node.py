@@ -282,7 +282,8 @@ class Node:
                 # Streamed snapshots cannot get here: they install in one write.
                 data = st.load_snapshot_data()
                 if data is None:
-                    raise FastraftError(f"snapshot {index} is recorded but its data is missing")
+                    raise DataDirError(f"data dir {cfg.data_dir!r} is damaged: snapshot {index} "
+                                       f"is recorded but its data is missing")
                 _, members, kv_data = decode_snapshot(data)
                 self.kv.restore(kv_data, index)
                 self.members.load(members)
