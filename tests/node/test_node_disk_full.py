@@ -118,6 +118,14 @@ def test_a_member_whose_disk_fills_exits_cleanly_and_rejoins_with_its_data(
             got = c.get(key)
             assert got.kvs and got.kvs[0].value in (VALUE, b"x"), key
 
+        # Started again on the disk still full: refused, or out again at its first write
+        # (RocksDB's recovery may free a little room): exit 1 either way, saying why.
+        lc.start(full)
+        mf.proc.wait(timeout=30)  # type: ignore[union-attr]
+        assert mf.proc is not None and mf.proc.returncode == 1
+        again = mf.log_text()[len(log):]
+        assert "No space left on device" in again and "Traceback" not in again, again[-2000:]
+
         # Space freed, member restarted: it resumes with its data and catches up.
         _resize(disk, MOUNT_BYTES)
         lc.start(full)

@@ -130,6 +130,18 @@ def _damaged(data_dir: str, detail: str) -> DataDirError:
     return DataDirError(f"data dir {data_dir!r} is damaged: {detail}; {DAMAGED_HINT}")
 
 
+def _open_error(data_dir: str, e: BaseException) -> DataDirError:
+    """Why RocksDB did not open: the disk's state (full, read-only, permissions: fix that and
+    start again) or the database's (damaged)."""
+    msg = _one_line(e)
+    if "No space left on device" in msg:
+        return DataDirError(f"data dir {data_dir!r}: cannot open the database: {msg}; free "
+                            f"space on its file system and start again")
+    if any(w in msg for w in ("Read-only file system", "Permission denied", "os error")):
+        return DataDirError(f"data dir {data_dir!r}: cannot open the database: {msg}")
+    return _damaged(data_dir, f"cannot open the database: {msg}")
+
+
 def _iter_status(it: Any, data_dir: str) -> None:
     """Raise DataDirError if ``it`` stopped on a read error (an invalid iterator also means
     "the end": only its status tells the two apart)."""
@@ -184,7 +196,7 @@ def _check_db(data_dir: str, db_path: str) -> None:
                              column_families={n: rocksdict.Options(raw_mode=True) for n in cfs},
                              access_type=rocksdict.AccessType.read_only())
     except Exception as e:  # corruption, missing files: RocksDB says which
-        raise _damaged(data_dir, f"cannot open the database: {_one_line(e)}") from None
+        raise _open_error(data_dir, e) from None
     handles: list[Any] = []
     try:
         live = {os.path.basename(f["name"]) for f in db.live_files()}
@@ -378,11 +390,7 @@ class Storage:
                     cfs[name_] = _cf_options()
             db = rocksdict.Rdict(db_path, _db_options(), column_families=cfs)
         except Exception as e:  # rocksdict reports corruption/lock problems as plain exceptions
-            msg = _one_line(e)
-            hint = ("; free space on its file system and start again"
-                    if "No space left on device" in msg else "")
-            raise DataDirError(f"data dir {data_dir!r}: cannot open the database: "
-                               f"{msg}{hint}") from None
+            raise _open_error(data_dir, e) from None
         return cls(data_dir, db, ident)
 
     # ----------------------------------------------------------------- access for storage/mvcc.py
