@@ -193,3 +193,32 @@ def test_a_full_proposal_batch_is_proposed_at_once_and_every_put_applies(
     assert max(sizes) == 3 and sum(sizes) == 20, sizes
     with Client(member.endpoint, timeout=10.0) as c:
         assert c.get(b"warm").header.revision == before + 20
+
+
+def test_a_sync_that_fails_in_the_sync_thread_stops_the_member(member: InProcessMember) -> None:
+    """An fsync error in the sync thread reaches the loop: the member acknowledges none of the
+    writes of that ready, stops (``stopped`` is set, so the process exits) with exit status 1,
+    instead of waiting forever on a sync that ended or dying silently."""
+    node = member.node
+    st = node.storage
+    assert st is not None
+    failed_in: list[str] = []
+
+    def sync() -> None:
+        failed_in.append(threading.current_thread().name)
+        raise OSError(28, "No space left on device")
+
+    def patch() -> None:
+        node.inline_sync_max_entries = 0  # every ready with entries syncs in the thread
+        st.sync = sync  # type: ignore[method-assign]
+
+    member.call(patch)
+    oks = _pipelined_puts(member.endpoint, 50)
+    assert True not in oks, oks  # nothing that failed to sync was acknowledged
+    assert failed_in and failed_in[0] == "sync-solo", failed_in
+    deadline = time.monotonic() + 10.0
+    while not node.stopped.is_set() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert node.stopped.is_set(), "the member did not stop after its sync failed"
+    assert node.exit_code == 1
+    assert node.closed

@@ -379,3 +379,28 @@ def test_kill_9_after_sync_keeps_everything(tmp_path: Path) -> None:
         assert kv.range(b"k250")["kvs"][0]["value"] == b"v250"
     finally:
         s.close()
+
+
+def test_refuses_a_log_that_lost_committed_entries_and_changes_nothing(tmp_path: Path) -> None:
+    """The hard state says entries up to 5 were committed but the log ends at 2 (its tables
+    lost, as a partly truncated MANIFEST leaves it): refused before the read-write open."""
+    import rocksdict
+
+    d = tmp_path / "m"
+    s = open_store(d)
+    s.save((1, MID, 5), ents(1, 5, 1))
+    s.sync()
+    s.close()
+    db_path = str(d / "db")
+    cfs = rocksdict.Rdict.list_cf(db_path, rocksdict.Options(raw_mode=True))
+    db = rocksdict.Rdict(db_path, rocksdict.Options(raw_mode=True),
+                         column_families={n: rocksdict.Options(raw_mode=True) for n in cfs})
+    log = db.get_column_family("log")
+    for i in (3, 4, 5):
+        del log[i.to_bytes(8, "big")]
+    log.close()
+    db.close()
+    before = [(p, h) for p, h in ((x[1], x[-1]) for x in fingerprint(d) if x[0] == "f")]
+    with pytest.raises(DataDirError, match="ends at 2 .* up to 5 were committed"):
+        open_store(d)
+    assert [(x[1], x[-1]) for x in fingerprint(d) if x[0] == "f"] == before

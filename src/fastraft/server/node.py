@@ -153,6 +153,9 @@ class Node:
             not_leader=lambda: self.service.not_leader())
         self.watch_hub = WatchHub(lambda: self.kv, self._watch_header)
         self._stop_requested = False
+        # Set by _fatal: this member could not persist (a full or failing disk) or a ready
+        # pass broke. From then on it persists, sends and acknowledges nothing and exits.
+        self._failed = False
         self._stopping = False  # set once requests are refused (after the handover)
         self._closed = False
         # Backups streamed to clients (`fastractl snapshot save`): a stream op of the service.
@@ -285,7 +288,8 @@ class Node:
                 # Streamed snapshots cannot get here: they install in one write.
                 data = st.load_snapshot_data()
                 if data is None:
-                    raise FastraftError(f"snapshot {index} is recorded but its data is missing")
+                    raise DataDirError(f"data dir {cfg.data_dir!r} is damaged: snapshot {index} "
+                                       f"is recorded but its data is missing")
                 _, members, kv_data = decode_snapshot(data)
                 self.kv.restore(kv_data, index)
                 self.members.load(members)
@@ -325,24 +329,32 @@ class Node:
             await self.stopped.wait()
             return
         self._stop_requested = True
-        raft = self.raft
-        if raft is not None and raft.role == LEADER and len(raft.voters) > 1 and not self._closed:
-            # Requests are served through the handover: writes that come meanwhile are held
-            # and then sent on to the new leader (NOT_LEADER with its URLs), not refused.
-            await self._transfer_leadership()
-        self._stopping = True  # from here requests are refused (STOPPING)
-        if self.server is not None:
-            self.server.stop_listening()
-        self._fail_all(StoppingError("the member is stopping"))
-        self.watch_hub.close("the member is stopping; re-watch elsewhere from the last seen "
-                             "revision + 1")
-        self.backups.stop("the member is stopping; take the snapshot from another member")
-        # Let a ready pass in progress finish its sync: what it acknowledged must be durable.
-        deadline = time.monotonic() + 5.0
-        while self._in_ready and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        await self._close_io()
-        self.stopped.set()
+        try:
+            raft = self.raft
+            if (raft is not None and raft.role == LEADER and len(raft.voters) > 1
+                    and not self._closed and not self._failed):
+                # Requests are served through the handover: writes that come meanwhile are
+                # held and then sent on to the new leader (NOT_LEADER with its URLs), not
+                # refused. Not after a failure: the handover needs ready passes, which a
+                # member that cannot persist must not run (the others elect a new leader).
+                await self._transfer_leadership()
+            self._stopping = True  # from here requests are refused (STOPPING)
+            if self.server is not None:
+                self.server.stop_listening()
+            self._fail_all(StoppingError("the member is stopping"))
+            self.watch_hub.close("the member is stopping; re-watch elsewhere from the last "
+                                 "seen revision + 1")
+            self.backups.stop("the member is stopping; take the snapshot from another member")
+            # Let a ready pass in progress finish its sync: what it acknowledged must be
+            # durable.
+            deadline = time.monotonic() + 5.0
+            while self._in_ready and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            await self._close_io()
+        finally:
+            # Always: the process waits on this to exit. A stop that raised and never set it
+            # left a member that could not write alive and silent forever.
+            self.stopped.set()
 
     async def _transfer_leadership(self, why: str = "stopping", to: int = 0) -> None:
         """Hand leadership to voter ``to`` (move-leader), or to the most up-to-date reachable
@@ -424,10 +436,16 @@ class Node:
         await self.backups.close()  # their RocksDB views go before the DB
         await self.snapshots.close()
         if self.storage is not None:
+            # The last sync and the close fail too once the disk has failed (RocksDB keeps the
+            # error): that failure was reported already; a new one is reported here.
             try:
                 self.storage.sync()
-            finally:
+            except Exception as e:
+                self._storage_failed("cannot sync storage", e)
+            try:
                 self.storage.close()
+            except Exception as e:
+                self._storage_failed("cannot close storage", e)
 
     def _keep_task(self, task: asyncio.Task[None]) -> None:
         """Hold ``task`` until it ends (the loop keeps only a weak reference)."""
@@ -435,12 +453,35 @@ class Node:
         task.add_done_callback(self._tasks.discard)
 
     def _fatal(self, what: str, exc: BaseException | None = None) -> None:
-        """A storage or state-machine failure: continuing could break safety, so stop."""
-        log.critical("%s: %s%s; stopping", self.cfg.name, what, f": {exc!r}" if exc else "")
-        self.exit_code = 1
+        """A storage or state-machine failure (a full disk, an I/O error, a broken ready pass).
+
+        Continuing could acknowledge what is not durable, or vote and forget it, so the member
+        stops at once, as etcd exits on a WAL write error: no more ready passes (nothing more
+        is persisted, sent or acknowledged), requests refused (STOPPING: never applied),
+        writes in flight answered TIMEOUT (outcome unknown: they may commit through the
+        others), no leadership handover (it needs ready passes: the others elect a leader
+        after an election timeout), and exit status 1. One log line says why; what fails
+        after it is a consequence and is not reported again. What this member acknowledged
+        was durable before it did; restarted once the disk is fixed, it resumes with its data
+        and catches up."""
         self._in_ready = False
-        if not self._stopping and self._loop is not None:
-            self._loop.create_task(self.stop())
+        if self._failed:
+            return
+        self._storage_failed(what, exc)
+        self._stopping = True
+        if not self._stop_requested and self._loop is not None:
+            self._keep_task(self._loop.create_task(self.stop()))
+
+    def _storage_failed(self, what: str, exc: BaseException | None) -> None:
+        """Report a failure once (the one critical line) and make the exit status 1."""
+        if self._failed:
+            return
+        self._failed = True
+        self.exit_code = 1
+        why = f": {exc}" if exc is not None and str(exc) else (f": {exc!r}" if exc else "")
+        log.critical("%s: %s (data dir %s)%s; stopping: this member acknowledges nothing more; "
+                     "fix the disk (free space), then restart it: it resumes with its data",
+                     self.cfg.name, what, self.cfg.data_dir, why)
 
     # ------------------------------------------------------------------ time and input
     def _tick(self) -> None:
@@ -465,7 +506,7 @@ class Node:
         self._schedule_ready()
 
     def _on_peer_message(self, m: Message) -> None:
-        if self._closed or self.raft is None:
+        if self._closed or self._failed or self.raft is None:
             return
         if m.type == HEARTBEAT_RESP and m.term == self.raft.term:
             self.stats.on_heartbeat_echo(m.frm, heartbeat_round_of(m.context),
@@ -483,7 +524,7 @@ class Node:
 
     # ------------------------------------------------------------------ the ready pass
     def _schedule_ready(self) -> None:
-        if self._ready_scheduled or self._in_ready or self._closed:
+        if self._ready_scheduled or self._in_ready or self._closed or self._failed:
             return
         self._ready_scheduled = True
         assert self._loop is not None
@@ -491,8 +532,17 @@ class Node:
 
     def _run_ready(self) -> None:
         self._ready_scheduled = False
+        try:
+            self._ready_pass()
+        except Exception as e:
+            # Anything the pass did not expect: without this the loop would log it and wait
+            # forever with _in_ready set (a member alive but doing nothing).
+            self._fatal("ready pass failed", e)
+
+    def _ready_pass(self) -> None:
         raft = self.raft
-        if self._in_ready or self._closed or raft is None or not raft.has_ready():
+        if (self._in_ready or self._closed or self._failed or raft is None
+                or not raft.has_ready()):
             return
         self._in_ready = True
         rd = raft.ready()
@@ -587,10 +637,13 @@ class Node:
         if err is not None:
             self._fatal("cannot sync storage", err)
             return
-        if self._closed:
+        if self._closed or self._failed:
             self._in_ready = False
             return
-        self._finish_ready(rd, applied)
+        try:
+            self._finish_ready(rd, applied)
+        except Exception as e:  # never leave the loop waiting on a sync that ended
+            self._fatal("ready pass failed", e)
 
     def _finish_ready(self, rd: Ready, applied: bool = False) -> None:
         """After ``rd`` is durable; ``applied``: its committed entries were applied already."""

@@ -115,6 +115,134 @@ def kv_cf_name(gen: int) -> str:
     return "kv" if gen == 0 else f"kv.{gen}"
 
 
+# What an operator can do about a data dir refused as damaged (said once, in every such error).
+DAMAGED_HINT = ("nothing was changed; restore the data dir from a backup, or move it aside and "
+                "re-add this member (fastractl member remove, then member add, and start it on "
+                "an empty data dir with --initial-cluster-state existing)")
+
+
+def _one_line(e: BaseException) -> str:
+    """RocksDB's message on one line (some carry newlines)."""
+    return " ".join(str(e).split())
+
+
+def _damaged(data_dir: str, detail: str) -> DataDirError:
+    return DataDirError(f"data dir {data_dir!r} is damaged: {detail}; {DAMAGED_HINT}")
+
+
+def _open_error(data_dir: str, e: BaseException) -> DataDirError:
+    """Why RocksDB did not open: the disk's state (full, read-only, permissions: fix that and
+    start again) or the database's (damaged)."""
+    msg = _one_line(e)
+    if "No space left on device" in msg:
+        return DataDirError(f"data dir {data_dir!r}: cannot open the database: {msg}; free "
+                            f"space on its file system and start again")
+    if any(w in msg for w in ("Read-only file system", "Permission denied", "os error")):
+        return DataDirError(f"data dir {data_dir!r}: cannot open the database: {msg}")
+    return _damaged(data_dir, f"cannot open the database: {msg}")
+
+
+def _iter_status(it: Any, data_dir: str) -> None:
+    """Raise DataDirError if ``it`` stopped on a read error (an invalid iterator also means
+    "the end": only its status tells the two apart)."""
+    try:
+        it.status()
+    except Exception as e:  # rocksdict raises a plain Exception with RocksDB's status
+        raise _damaged(data_dir, f"reading the database failed: {_one_line(e)}") from None
+
+
+def _check_writable(data_dir: str) -> None:
+    """A member must persist every write: refuse a data dir it cannot write (a read-only
+    mount, wrong ownership) at start, not at its first write."""
+    for p in (data_dir, os.path.join(data_dir, DB_DIR), os.path.join(data_dir, SNAP_DIR)):
+        if os.path.isdir(p) and not os.access(p, os.W_OK | os.X_OK):
+            ro = False
+            try:
+                ro = bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+            except OSError:
+                pass
+            raise DataDirError(
+                f"data dir {data_dir!r} is not writable ({p}: "
+                f"{'a read-only file system' if ro else 'permission denied'}); a member must "
+                f"persist what it acknowledges: make it writable by this user and start again")
+
+
+def _check_db(data_dir: str, db_path: str) -> None:
+    """Refuse a damaged database BEFORE the read-write open, which would change it: RocksDB
+    recovers from a truncated MANIFEST by forgetting the tables it no longer lists and then
+    deletes them, and with CURRENT missing it creates a new empty database beside the old
+    files. A member that silently came back empty would forget its votes and acknowledged
+    entries (a Raft safety violation), so these are errors, found with a read-only open that
+    writes nothing."""
+    if not os.path.exists(db_path):
+        return  # a creation that crashed before the DB was made (the id is written first)
+    if not os.path.isdir(db_path):
+        raise _damaged(data_dir, f"{DB_DIR} is not a directory")
+    try:
+        names = os.listdir(db_path)
+    except OSError as e:
+        raise DataDirError(f"data dir {data_dir!r} is unreadable: {DB_DIR}: {e}") from None
+    tables = {n for n in names if n.endswith(".sst")}
+    wals = [n for n in names if n.endswith(".log") and n[:-4].isdigit()]
+    if "CURRENT" not in names:
+        if tables or wals:
+            raise _damaged(data_dir, f"{DB_DIR}/CURRENT is missing but the database has data "
+                                     f"files ({len(tables)} tables, {len(wals)} logs)")
+        return  # RocksDB stopped while creating an empty database: creating it again is safe
+    ro_opts = rocksdict.Options(raw_mode=True)
+    try:
+        cfs = rocksdict.Rdict.list_cf(db_path, rocksdict.Options(raw_mode=True))
+        db = rocksdict.Rdict(db_path, ro_opts,
+                             column_families={n: rocksdict.Options(raw_mode=True) for n in cfs},
+                             access_type=rocksdict.AccessType.read_only())
+    except Exception as e:  # corruption, missing files: RocksDB says which
+        raise _open_error(data_dir, e) from None
+    handles: list[Any] = []
+    try:
+        live = {os.path.basename(f["name"]) for f in db.live_files()}
+        lost = sorted(tables - live)
+        meta = None
+        if "meta" in cfs:
+            meta = db.get_column_family("meta")
+            handles.append(meta)
+        has_state = meta is not None and any(
+            meta.get(k) is not None for k in (b"hardstate", b"snapshot", b"n/cluster_token"))
+        if lost and not has_state:
+            # (Tables left by a crash mid-flush are not listed either, but then the state
+            # written before them is.)
+            raise _damaged(data_dir, f"its MANIFEST lists none of the member's state and not "
+                                     f"{len(lost)} table files beside it ({', '.join(lost[:3])}"
+                                     f"{', ...' if len(lost) > 3 else ''}): truncated or "
+                                     f"replaced")
+        if meta is not None and "log" in cfs:
+            hs_raw = meta.get(b"hardstate")
+            snap_raw = meta.get(b"snapshot")
+            commit = msgpack.unpackb(hs_raw)[2] if hs_raw is not None else 0
+            snap_index = msgpack.unpackb(snap_raw)[0] if snap_raw is not None else 0
+            log_cf = db.get_column_family("log")
+            handles.append(log_cf)
+            it = log_cf.iter()
+            it.seek_to_last()
+            last = _IDX.unpack(it.key())[0] if it.valid() else 0
+            if not it.valid():
+                _iter_status(it, data_dir)
+            del it
+            # The entries up to the commit index were durable before the commit index was
+            # (the same WAL, in order), and compaction keeps them in the snapshot.
+            if commit > max(last, snap_index):
+                raise _damaged(data_dir, f"the raft log ends at {last} (snapshot at "
+                                         f"{snap_index}) but entries up to {commit} were "
+                                         f"committed: log entries are lost")
+    except DataDirError:
+        raise
+    except Exception as e:
+        raise _damaged(data_dir, f"reading the database failed: {_one_line(e)}") from None
+    finally:
+        for h in handles:
+            h.close()
+        db.close()
+
+
 def _check_identity(raw: Any, path: str) -> dict:
     """Return the identity dict decoded from the id file, or raise DataDirError if malformed."""
     if not isinstance(raw, dict):
@@ -165,6 +293,8 @@ class Storage:
         it.seek_to_last()
         if it.valid():
             self._last_index = _IDX.unpack(it.key())[0]
+        else:
+            _iter_status(it, data_dir)
         del it
 
     # ----------------------------------------------------------------- opening
@@ -179,7 +309,8 @@ class Storage:
         if not os.path.exists(data_dir):
             return None
         if not os.path.isdir(data_dir):
-            raise DataDirError(f"data dir {data_dir!r} is not a directory")
+            raise DataDirError(f"data dir {data_dir!r} is not a directory; point --data-dir at "
+                               f"this member's data dir or at a new path")
         try:
             names = os.listdir(data_dir)
         except OSError as e:
@@ -188,9 +319,12 @@ class Storage:
             return None
         id_path = os.path.join(data_dir, ID_FILE)
         if ID_FILE not in names:
+            etcd = os.path.isdir(os.path.join(data_dir, "member", "wal"))
             raise DataDirError(
                 f"data dir {data_dir!r} is not empty and is not a fastraft data dir "
-                f"(no {ID_FILE}); refusing to use it"
+                f"(no {ID_FILE}{'; it looks like an etcd data dir (member/wal): fastraft cannot read etcd data' if etcd else ''}); "
+                f"refusing to use it: point --data-dir at this member's data dir or at a new "
+                f"or empty directory"
             )
         try:
             with open(id_path, "rb") as f:
@@ -225,15 +359,20 @@ class Storage:
             if ident["cluster_id"] != cluster_id:
                 raise DataDirError(
                     f"data dir {data_dir!r} belongs to cluster {ident['cluster_id']:x}, "
-                    f"not {cluster_id:x}"
+                    f"not {cluster_id:x}: check --initial-cluster and "
+                    f"--initial-cluster-token, or use another --data-dir"
                 )
             if ident["member_id"] != member_id or ident["name"] != name:
                 raise DataDirError(
                     f"data dir {data_dir!r} belongs to member {ident['name']!r} "
-                    f"({ident['member_id']:x}), not {name!r} ({member_id:x})"
+                    f"({ident['member_id']:x}), not {name!r} ({member_id:x}): check --name, "
+                    f"--initial-advertise-peer-urls and --data-dir (each member has its own)"
                 )
             # An id file without a DB is a creation that crashed midway (the id is written
-            # first): nothing was ever stored, so creating the DB below is safe.
+            # first): nothing was ever stored, so creating the DB below is safe. A DB that is
+            # there must be whole: checked before anything is written.
+            _check_writable(data_dir)
+            _check_db(data_dir, os.path.join(data_dir, DB_DIR))
         else:
             ident = {"cluster_id": cluster_id, "member_id": member_id, "name": name,
                      "format": FORMAT_VERSION}
@@ -251,7 +390,7 @@ class Storage:
                     cfs[name_] = _cf_options()
             db = rocksdict.Rdict(db_path, _db_options(), column_families=cfs)
         except Exception as e:  # rocksdict reports corruption/lock problems as plain exceptions
-            raise DataDirError(f"data dir {data_dir!r}: cannot open the database: {e}") from None
+            raise _open_error(data_dir, e) from None
         return cls(data_dir, db, ident)
 
     # ----------------------------------------------------------------- access for storage/mvcc.py
@@ -376,6 +515,7 @@ class Storage:
             entries.append((index, term, typ, data))
             expect = index + 1
             it.next()
+        _iter_status(it, self.data_dir)  # a read error is not the end of the log
         del it
         return hard_state, snap, entries
 

@@ -166,6 +166,7 @@ class _Buffer:
                 dbk = None
             pkk = pk[j] if j < n else None
             if dbk is None and pkk is None:
+                it.status()  # an iterator stopped by a read error is not the end (raises)
                 return
             if pkk is not None and (dbk is None or pkk <= dbk):
                 j += 1
@@ -202,6 +203,7 @@ class _Buffer:
                 it.prev()
                 continue
             return (k, it.value())
+        it.status()  # a read error is not "nothing there" (raises)
         return best
 
 
@@ -737,6 +739,7 @@ class KV:
                 nbytes += len(ev["prev_kv"]["value"])
             evs.append(ev)
             it.next()
+        it.status()  # a read error must not end the page as if history ended (raises)
         return evs, (end + 1, 0)
 
     def changes(self, cursor: tuple[int, int], end_revision: int,
@@ -769,6 +772,7 @@ class KV:
             rev, sub = unpack(k, 1)
             out.append((rev, sub, it.value()))
             it.next()
+        it.status()  # raises on a read error (corruption) instead of a short change log
         return out, True
 
     def event(self, key: bytes, rev: int, prev_kv: bool = False) -> dict:
@@ -821,6 +825,7 @@ class KV:
             if cancelled is not None and not n & 4095 and cancelled():
                 raise InterruptedError("snapshot serialization cancelled")
             it.next()
+        it.status()  # a read error must not yield a silently truncated snapshot (raises)
         del it
         return _pack(_SNAP_MAGIC) + _pack(_SNAP_VERSION) + _pack(n) + bytes(body)
 
@@ -842,7 +847,9 @@ class KV:
                 body += pack(it.key())
                 body += pack(it.value())
                 it.next()
+            it.status()  # never send part of the state as if it were all of it (raises)
             yield bytes(body)
+        it.status()
 
     @staticmethod
     def parse_chunk(data: bytes, start: int = 0) -> list[tuple[bytes, bytes]]:
