@@ -129,6 +129,7 @@ class Node:
         self._ready_scheduled = False
         self._in_ready = False
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
+        self._compactor: asyncio.Task[None] | None = None  # dropping compacted records
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
         # Plain counters for /metrics (server/stats.py): touched per batch, never per put.
@@ -249,6 +250,8 @@ class Node:
         self._next_tick = self._loop.time() + cfg.heartbeat_interval / 1000.0
         self._ticker = self._loop.call_at(self._next_tick, self._tick)
         self._schedule_ready()
+        if self.kv is not None and self.kv.compaction_pending:
+            self._start_compactor()  # stopped midway, or records of before the compact revision
 
     async def _open_state(self) -> None:
         cfg = self.cfg
@@ -256,7 +259,8 @@ class Node:
         assert st is not None
         hard_state, snap_meta, entries = st.initial_state()
         self._saved_term_vote = (hard_state[0], hard_state[1])
-        self.kv = KV(st, max_value_bytes=cfg.max_request_bytes)
+        self.kv = KV(st, max_value_bytes=cfg.max_request_bytes,
+                     max_response_bytes=cfg.max_response_bytes)
         token = st.get_meta("cluster_token")
         if isinstance(token, str) and token:
             self.token = token
@@ -405,6 +409,9 @@ class Node:
             await self.transport.stop()
         if self._syncer is not None:
             self._syncer.stop()
+        if self._compactor is not None:
+            self._compactor.cancel()  # between two steps: each step is one synchronous write
+        self.service.close()
         await self.snapshots.close()
         if self.storage is not None:
             try:
@@ -637,6 +644,8 @@ class Node:
         started = time.perf_counter()
         results = kv.apply(to_apply)
         self.stats.apply_seconds.observe(time.perf_counter() - started)
+        if kv.compaction_pending:
+            self._start_compactor()
         if self.watch_hub.watchers:  # the only watch cost on the apply path
             self.watch_hub.notify()
         if svc.waiters:
@@ -693,6 +702,33 @@ class Node:
             self.service.publish_pending = False
         return True
 
+    def _start_compactor(self) -> None:
+        """Drop the records a compaction made obsolete, in steps between which the loop runs."""
+        if self._compactor is not None or self._closed:
+            return
+        self._compactor = task = asyncio.get_running_loop().create_task(self._compact())
+        self._keep_task(task)
+
+    async def _compact(self) -> None:
+        kv = self.kv
+        started = time.monotonic()
+        steps = 0
+        try:
+            while kv is not None and not self._closed and kv.compaction_pending:
+                steps += 1
+                if not kv.compact_step():
+                    break
+                # Yield: ticks, heartbeats, applies and reads run between two steps.
+                await asyncio.sleep(0)
+            if kv is not None and steps > 1:
+                log.info("%s: compaction to revision %d dropped its records in %.1f s "
+                         "(%d steps)", self.cfg.name, kv.compact_revision,
+                         time.monotonic() - started, steps)
+        finally:
+            self._compactor = None
+        if kv is not None and not self._closed and kv.compaction_pending:
+            self._start_compactor()  # a newer compaction applied meanwhile
+
     def _snapshot_installed(self, members: list[Member]) -> None:
         """A streamed snapshot replaced the state (server/snapshotter.py): its members."""
         self.members.load(members)
@@ -703,6 +739,8 @@ class Node:
                 self.transport.add_peer(mid, addr)
         if self.watch_hub.watchers:
             self.watch_hub.notify()  # the revision jumped: feed (or cancel, if compacted) them
+        if self.kv is not None and self.kv.compaction_pending:
+            self._start_compactor()  # the sender's store may hold records below its compaction
 
     # ------------------------------------------------------------------ soft state
     def _on_soft_state(self, leader: int, role: str) -> None:
