@@ -129,3 +129,18 @@ def test_compaction_records_are_dropped_after_the_apply(member: Any) -> None:
         time.sleep(0.05)
     assert member.call(changes) == 0
     assert member.call(lambda: node.kv.compact_revision) == rev
+
+
+def test_fastractl_prints_a_range_too_big_for_one_answer_page_by_page(member: Any) -> None:
+    from click.testing import CliRunner
+
+    from fastraft.ctl import cli
+
+    r = CliRunner().invoke(cli, ["--endpoints", member.endpoint, "get", "k/", "--prefix"])
+    assert r.exit_code == 0, r.output
+    want = [x for i in range(N) for x in (b"k/%05d" % i, VALUE)]
+    assert r.stdout_bytes.split(b"\n") == [*want, b""]
+    # One JSON document cannot come in pages: a clear error, exit status 1.
+    r = CliRunner().invoke(cli, ["--endpoints", member.endpoint, "-w", "json", "get", "k/",
+                                 "--prefix"])
+    assert r.exit_code == 1 and "larger than 1,048,576 bytes" in r.output

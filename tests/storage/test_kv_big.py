@@ -52,6 +52,11 @@ def test_range_past_max_response_bytes_is_refused_with_a_clear_error(s: Store) -
     assert kv.range(b"k/", b"k0", count_only=True)["count"] == N
     page = kv.range(b"k/", b"k0", limit=20)
     assert len(page["kvs"]) == 20 and page["count"] == N and page["more"] is True
+    # A pager's page: the scan stops at limit + 1 keys (more is exact, count is not the total).
+    pg = kv.range_scan({"key": b"k/", "range_end": b"k0", "limit": 20, "exact_count": False})
+    res = pg.run()
+    assert res is not None and len(res["kvs"]) == 20 and res["more"] is True
+    assert res["count"] == 21
     small = kv.range(b"k/", b"k/00050")
     assert [x["key"] for x in small["kvs"]] == [b"k/%05d" % i for i in range(50)]
     with pytest.raises(ResponseTooLargeError):  # inside a txn too

@@ -27,7 +27,14 @@ and is prefix-free, so one key's history entries are contiguous and ordered by r
 another key extends it.
 
 Compaction at revision C keeps, for every key, its last history entry <= C unless that entry is
-a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep working.
+a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep working. Applying
+it only moves the compact revision; the records go afterwards in bounded steps
+(``compact_step``, driven by the node between loop iterations), so a compaction of a big store
+never holds the member's loop.
+
+Ranges are read by ``RangeScan``: lazily, in steps over one pinned iterator (the node runs the
+steps after the first in a worker thread), and refused with ResponseTooLargeError once the
+answer passes ``max_response_bytes``.
 
 Nothing is held in Python dicts between calls: RocksDB holds the data. Within one ``apply`` call
 changes are buffered in a dict (so later entries of the batch see earlier ones) and written in
@@ -96,7 +103,8 @@ _ARGS: dict[str, dict[str, str]] = {
     "put": {"key": "key", "value": "value", "prev_kv": "bool", "lease": "uint"},
     "delete": {"key": "key", "range_end": "bytes", "prev_kv": "bool"},
     "range": {"key": "key", "range_end": "bytes", "limit": "uint", "revision": "uint",
-              "keys_only": "bool", "count_only": "bool", "serializable": "bool"},
+              "keys_only": "bool", "count_only": "bool", "serializable": "bool",
+              "exact_count": "bool"},
     "compact": {"revision": "uint"},
     "txn": {"compare": "list", "success": "list", "failure": "list"},
 }
@@ -1002,8 +1010,8 @@ class RangeScan:
     with ResponseTooLargeError as soon as the keys and values gathered pass
     ``kv.max_response_bytes`` (count_only gathers nothing: it counts the whole range)."""
 
-    __slots__ = ("revision", "limit", "keys_only", "count_only", "max_bytes", "kvs", "count",
-                 "nbytes", "_found")
+    __slots__ = ("revision", "limit", "keys_only", "count_only", "exact_count", "max_bytes",
+                 "kvs", "count", "nbytes", "_found")
 
     def __init__(self, kv: KV, buf: _Buffer, args: dict) -> None:
         key: bytes = args["key"]
@@ -1012,6 +1020,9 @@ class RangeScan:
         self.limit: int = args.get("limit", 0)
         self.keys_only: bool = args.get("keys_only", False)
         self.count_only: bool = args.get("count_only", False)
+        # False (a pager's pages): with a limit, stop at limit + 1 keys; `more` stays exact,
+        # `count` is then not the range's total (counting it would rescan the rest every page).
+        self.exact_count: bool = args.get("exact_count", True)
         self.max_bytes = kv.max_response_bytes
         kv._check_revision(revision)
         self.revision = kv.revision
@@ -1022,6 +1033,13 @@ class RangeScan:
         self.kvs: list[dict] = []
         self.count = 0
         self.nbytes = 0
+
+    def _release(self) -> None:
+        """Close the scan's generator: its RocksDB iterator (and the view it pins) goes now."""
+        close = getattr(self._found, "close", None)
+        if close is not None:
+            close()
+        self._found = iter(())
 
     def run(self, budget: int = 0) -> dict | None:
         """Look at up to ``budget`` more keys (0: all); the answer once the range is done,
@@ -1041,20 +1059,20 @@ class RangeScan:
                     if nbytes > self.max_bytes:
                         # Drop the iterator (and its pinned view) now: the error may be kept
                         # with its traceback, which must not hold the DB open.
-                        close = getattr(found, "close", None)
-                        if close is not None:
-                            close()
-                        self._found = found = iter(())
+                        self._release()
                         raise ResponseTooLargeError(
                             f"the answer would be larger than {self.max_bytes:,} bytes (passed "
                             f"after {len(kvs):,} keys): ask for less with --limit (and page from "
                             f"the last key), --keys-only or --count-only")
+                elif limit and not self.exact_count:
+                    break  # limit + 1 keys seen: `more` is known
                 seen += 1
                 if budget and seen >= budget:
                     self.count, self.nbytes = count, nbytes
                     return None
         finally:
             self.count, self.nbytes = count, nbytes
+        self._release()  # done (a pager's page may stop early): let the view go now
         more = bool(limit) and count > limit and not count_only
         return {"kvs": kvs, "count": count, "more": more, "revision": self.revision}
 
