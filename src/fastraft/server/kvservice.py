@@ -285,6 +285,7 @@ class KVService:
                 res = scan.run(RANGE_THREAD_STEP_KEYS)
                 if res is not None:
                     return res
+            scan.close()  # its iterator must not keep the DB open once the member closes it
             raise StoppingError("the member is stopping")
 
         def answered(fut: asyncio.Future[dict[str, Any]]) -> None:

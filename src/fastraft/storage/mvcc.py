@@ -1034,6 +1034,10 @@ class RangeScan:
         self.count = 0
         self.nbytes = 0
 
+    def close(self) -> None:
+        """Abandon the scan: its RocksDB iterator (and the view it pins) goes now."""
+        self._release()
+
     def _release(self) -> None:
         """Close the scan's generator: its RocksDB iterator (and the view it pins) goes now."""
         close = getattr(self._found, "close", None)
