@@ -35,7 +35,8 @@ class InProcessMember:
 
     def __init__(self, data_dir: Path, *, snapshot_count: int = 10000,
                  ports: tuple[int, int] | None = None, name: str = "solo",
-                 initial_cluster: str | None = None) -> None:
+                 initial_cluster: str | None = None,
+                 max_response_bytes: int | None = None) -> None:
         # The member's identity derives from its peer URL: a restart must reuse ``ports``.
         # ``initial_cluster`` (name=peer URL,...): one member of a cluster of several, each
         # an InProcessMember of its own; default: a cluster of this member alone.
@@ -50,6 +51,7 @@ class InProcessMember:
             "snapshot-count": str(snapshot_count),
             # Fast timings as in tests/node: the lone member elects itself after ~0.5 s.
             "heartbeat-interval": "50", "election-timeout": "500",
+            **({"max-response-bytes": str(max_response_bytes)} if max_response_bytes else {}),
         }, env={})
         self.loop = uvloop.new_event_loop()
         self.node = Node(self.cfg)

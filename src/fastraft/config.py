@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastraft.errors import ConfigError
-from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES
+from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = [
     "FLAGS",
@@ -66,6 +66,9 @@ FLAGS: dict[str, tuple[str | None, str]] = {
     "snapshot-count": ("10000", "applied entries between two snapshots (log compaction)"),
     "max-request-bytes": (str(DEFAULT_MAX_REQUEST_BYTES),
                           "largest client request accepted, in bytes"),
+    "max-response-bytes": (str(DEFAULT_MAX_RESPONSE_BYTES),
+                           "largest range answer a member builds, in bytes (keys, values and "
+                           "their fields); a range past it fails with RESPONSE_TOO_LARGE"),
     "log-level": ("info", "debug, info, warn or error"),
     # Off by default; for the PACELC lab's loopback run (no namespaces: no NFQUEUE delayer).
     "experimental-peer-delay-ms": ("0", "TESTING ONLY: hold every message to the other members "
@@ -184,6 +187,7 @@ class ServerConfig:
     lease_clock_drift: int = 100
     snapshot_count: int = 10000
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     log_level: str = "info"
     # The HTTP door (server/health.py): off when empty.
     listen_metrics_urls: tuple[str, ...] = ()
@@ -362,6 +366,9 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
                         f"--election-timeout - --heartbeat-interval ({et - hb} ms)")
     snap = _int_flag("snapshot-count", raw("snapshot-count") or "", 1)
     mrb = _int_flag("max-request-bytes", raw("max-request-bytes") or "", 1024, 64 * 1024 * 1024)
+    # At most what the client reads in one frame (64 MiB, the envelope and header aside).
+    mresp = _int_flag("max-response-bytes", raw("max-response-bytes") or "", 1024,
+                      DEFAULT_MAX_RESPONSE_BYTES)
     level = (raw("log-level") or "").strip().lower()
     if level not in LOG_LEVELS:
         raise FlagError("log-level", f"{level!r} is not one of {', '.join(LOG_LEVELS)}")
@@ -377,5 +384,6 @@ def _validate(name_raw: str | None, raw: Any) -> ServerConfig:
         initial_advertise_peer_urls=adv_peer, initial_cluster=initial,
         initial_cluster_state=state, initial_cluster_token=token, heartbeat_interval=hb,
         election_timeout=et, lease_clock_drift=drift, snapshot_count=snap, max_request_bytes=mrb,
+        max_response_bytes=mresp,
         log_level=level, listen_metrics_urls=listen_metrics, readyz_max_lag=max_lag,
         member_id=member_id(name, adv_peer, token), cluster_id=cluster_id(token, ids))

@@ -40,7 +40,8 @@ from fastraft.client.api import (
     parse_endpoint,
 )
 from fastraft._version import __version__
-from fastraft.errors import FastraftError
+from fastraft.client.api import _range as _range_bounds
+from fastraft.errors import FastraftError, ResponseTooLargeError
 from fastraft.tools.tablefmt import render_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -157,11 +158,15 @@ def _table(columns: list[str], rows: list[list[str]]) -> None:
 
 
 def _print_kvs(kvs: list[KeyValue], value_only: bool = False, keys_only: bool = False) -> None:
+    # One write for the lot: a line per echo took most of the time of a million-key get.
+    lines: list[bytes] = []
     for kv in kvs:
         if not value_only:
-            _echo_bytes(kv.key)
+            lines.append(kv.key)
         if not keys_only:
-            _echo_bytes(kv.value)
+            lines.append(kv.value)
+    if lines:
+        click.echo(b"\n".join(lines))  # raw bytes: keys and values are not necessarily UTF-8
 
 
 def _print_simple(r: Any, s: Settings) -> None:
@@ -396,9 +401,18 @@ def get(s: Settings, key: str, range_end: str | None, prefix: bool, consistency:
     elif consistency == "bounded":
         raise click.UsageError("--consistency bounded needs --max-staleness (e.g. 500ms)")
     with s.client() as c:
-        r = c.get(key, range_end, prefix=prefix, limit=limit, revision=rev, keys_only=keys_only,
-                  count_only=count_only, consistency=cast(Consistency, consistency),
-                  max_staleness=bound)
+        try:
+            r = c.get(key, range_end, prefix=prefix, limit=limit, revision=rev,
+                      keys_only=keys_only, count_only=count_only,
+                      consistency=cast(Consistency, consistency), max_staleness=bound)
+        except ResponseTooLargeError:
+            # Too big for one answer: key and value lines can come page by page (JSON and
+            # tables are one document, --limit and --count-only one answer: those fail).
+            if limit or count_only or s.write_out not in ("simple", ""):
+                raise
+            _print_pages(c, key, range_end, prefix, rev, keys_only, print_value_only,
+                         cast(Consistency, consistency), bound)
+            return
     if s.write_out == "json":
         _echo_json(_result_json(r))
     elif s.write_out == "table":
@@ -408,6 +422,32 @@ def get(s: Settings, key: str, range_end: str | None, prefix: bool, consistency:
         click.echo(str(r.count))
     else:
         _print_kvs(r.kvs, value_only=print_value_only, keys_only=keys_only)
+
+
+_PAGE_KEYS = 10_000
+
+
+def _print_pages(c: Client, key: str, range_end: str | None, prefix: bool, rev: int,
+                 keys_only: bool, value_only: bool, consistency: Consistency,
+                 bound: float | None) -> None:
+    """Print a range too big for one answer in pages of at most _PAGE_KEYS keys, all read at
+    the revision of the first page (halved while a page is still too big)."""
+    start, end = _range_bounds(key, range_end, prefix)
+    page = _PAGE_KEYS
+    for _ in range(1 << 40):  # ends when a page says there is no more, or an error
+        try:
+            r = c.get(start, end, limit=page, revision=rev, keys_only=keys_only,
+                      consistency=consistency, max_staleness=bound, exact_count=False)
+        except ResponseTooLargeError:
+            if page == 1:
+                raise
+            page //= 2
+            continue
+        _print_kvs(r.kvs, value_only=value_only, keys_only=keys_only)
+        if not r.more or not r.kvs:
+            return
+        rev = r.header.revision  # every page at the first one's revision
+        start = r.kvs[-1].key + b"\0"
 
 
 @cli.command(name="del")

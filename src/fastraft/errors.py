@@ -72,6 +72,12 @@ class RequestTooLargeError(BadRequestError):
     code = "REQUEST_TOO_LARGE"
 
 
+class ResponseTooLargeError(BadRequestError):
+    """The answer would be larger than the member sends in one response."""
+
+    code = "RESPONSE_TOO_LARGE"
+
+
 class CompactedError(FastraftError):
     """required revision has been compacted"""
 

@@ -244,3 +244,26 @@ def test_the_sender_gives_up_on_a_follower_that_stops_reading() -> None:
             server.close()
     asyncio.run(run())
     assert 0 < len(pulled) < 200
+
+
+def test_a_stream_in_progress_is_reported(member, source, caplog, monkeypatch) -> None:
+    """The sender reports each chunk written (the host logs from it now and then) and the
+    receiver logs how far it got while a stream goes on (every PROGRESS_LOG_SECONDS; 0 here)."""
+    import fastraft.server.snapshotter as snapshotter
+
+    caplog.set_level(logging.INFO, logger="fastraft.node")
+    monkeypatch.setattr(snapshotter, "PROGRESS_LOG_SECONDS", 0.0)
+    seen: list[tuple[int, int]] = []
+
+    async def send() -> tuple[int, int]:
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return await send_snapshot(("127.0.0.1", member.ports[1]), _hello(member, 1),
+                                       iter(source), _members(member), ex,
+                                       progress=lambda n, b: seen.append((n, b)))
+    n, nbytes = asyncio.run(send())
+    assert seen == [(i + 1, sum(map(len, source[:i + 1]))) for i in range(len(source))]
+    assert (n, nbytes) == seen[-1]
+    wait_for(lambda: _state(member)["applied"] == SNAP_INDEX, 10, "the snapshot to install")
+    staged = [r.getMessage() for r in caplog.records if "receiving snapshot [index" in
+              r.getMessage() and "staged" in r.getMessage()]
+    assert len(staged) >= len(source) - 1 and f"{len(source)} chunks" in staged[-1]

@@ -365,12 +365,16 @@ def _level_args(consistency: str, max_staleness: float | None) -> dict[str, Any]
 
 def _range_args(key: str | bytes, range_end: str | bytes | None, prefix: bool, limit: int,
                 revision: int, keys_only: bool, count_only: bool,
-                consistency: str, max_staleness: float | None = None) -> dict[str, Any]:
+                consistency: str, max_staleness: float | None = None,
+                exact_count: bool = True) -> dict[str, Any]:
     level = _level_args(consistency, max_staleness)
     k, end = _range(key, range_end, prefix)
-    return {"key": k, "range_end": end, "limit": _nonneg(limit, "limit"),
+    args = {"key": k, "range_end": end, "limit": _nonneg(limit, "limit"),
             "revision": _nonneg(revision, "revision"), "keys_only": bool(keys_only),
             "count_only": bool(count_only), **level}
+    if not exact_count:
+        args["exact_count"] = False  # sent only when asked: older members refuse unknown args
+    return args
 
 
 def _delete_args(key: str | bytes, range_end: str | bytes | None, prefix: bool,
@@ -889,14 +893,16 @@ class Client:
     def get(self, key: str | bytes, range_end: str | bytes | None = None, *, prefix: bool = False,
             limit: int = 0, revision: int = 0, keys_only: bool = False, count_only: bool = False,
             consistency: Consistency = "linearizable",
-            max_staleness: float | None = None) -> GetResult:
+            max_staleness: float | None = None, exact_count: bool = True) -> GetResult:
         """Read one key, a range ``[key, range_end)``, or every key under a prefix.
 
         ``consistency``: "linearizable"/"l" (default, ReadIndex), "lease" (the leader's lease,
         no round trip), "serializable"/"s" (any member's local state) or "bounded" (local state
-        if fresh within ``max_staleness`` seconds, else TooStaleError). See the README."""
+        if fresh within ``max_staleness`` seconds, else TooStaleError). See the README.
+        ``exact_count=False`` with a ``limit``: the member stops at limit + 1 keys (``more``
+        is exact, ``count`` is not the total), for paging through a big range."""
         args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
-                           consistency, max_staleness)
+                           consistency, max_staleness, exact_count)
         return _parse("range", _get_result, self._call("range", args, write=False))
 
     def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,
@@ -1213,11 +1219,11 @@ class AsyncClient:
                   prefix: bool = False, limit: int = 0, revision: int = 0,
                   keys_only: bool = False, count_only: bool = False,
                   consistency: Consistency = "linearizable",
-                  max_staleness: float | None = None) -> GetResult:
+                  max_staleness: float | None = None, exact_count: bool = True) -> GetResult:
         """Read one key, a range ``[key, range_end)``, or every key under a prefix (read
-        levels as :meth:`Client.get`)."""
+        levels and ``exact_count`` as :meth:`Client.get`)."""
         args = _range_args(key, range_end, prefix, limit, revision, keys_only, count_only,
-                           consistency, max_staleness)
+                           consistency, max_staleness, exact_count)
         return _parse("range", _get_result, await self._call("range", args, write=False))
 
     async def delete(self, key: str | bytes, range_end: str | bytes | None = None, *,

@@ -17,6 +17,7 @@ from fastraft.errors import BadRequestError, RequestTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "MAX_PEER_FRAME",
     "U64_LIMIT",
     "WireError",
@@ -38,6 +39,11 @@ DEFAULT_MAX_REQUEST_BYTES = 1_572_864
 # Peer frames carry batches of entries and whole snapshots, hence the much larger limit than a
 # client request's; a client takes responses (large ranges) up to the same bound.
 MAX_PEER_FRAME = 64 * 1024 * 1024
+# The largest range answer a member builds (--max-response-bytes). The client reads frames up to
+# MAX_PEER_FRAME; a range fails with RESPONSE_TOO_LARGE as soon as its scan passes this, so one
+# `get --prefix` over a big store costs at most about this much, never the whole store (etcd,
+# under gRPC's 2 GiB limit, builds the whole answer).
+DEFAULT_MAX_RESPONSE_BYTES = 60 * 1024 * 1024
 _LEN = struct.Struct(">I")
 
 

@@ -23,8 +23,8 @@ from functools import partial
 from typing import Any, Protocol, cast
 
 from fastraft.client.codec import decode_request, encode_response
-from fastraft.errors import BadRequestError, FastraftError
-from fastraft.net.framing import FrameDecoder, FrameTooLargeError, WireError, frame
+from fastraft.errors import BadRequestError, FastraftError, ResponseTooLargeError
+from fastraft.net.framing import MAX_PEER_FRAME, FrameDecoder, FrameTooLargeError, WireError, frame
 
 __all__ = ["ClientServer", "ClientConnection", "Service"]
 
@@ -122,6 +122,11 @@ class ClientConnection(asyncio.Protocol):
         except WireError as e:
             log.error("cannot encode the response to request %d: %s", req_id, e)
             body = encode_response(req_id, ("INTERNAL", f"cannot encode response: {e}", {}), None)
+        if len(body) > MAX_PEER_FRAME:
+            # The client would refuse the frame and lose the connection: say why instead.
+            body = encode_response(req_id, ResponseTooLargeError(
+                f"the answer is {len(body):,} bytes; a client reads at most {MAX_PEER_FRAME:,}"),
+                None)
         self._out.append(frame(body))
         if not self._in_receive and not self._flush_scheduled:
             self._flush_scheduled = True

@@ -31,7 +31,7 @@ import collections
 import concurrent.futures
 import hashlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import msgpack
@@ -154,12 +154,14 @@ def _encode_ack(ok: bool, reason: str) -> bytes:
 
 async def send_snapshot(addr: tuple[str, int], hello: StreamHello, chunks: Iterator[bytes],
                         members: dict[str, dict], executor: concurrent.futures.Executor, *,
-                        stall_timeout: float = STALL_TIMEOUT) -> tuple[int, int]:
+                        stall_timeout: float = STALL_TIMEOUT,
+                        progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
     """Stream one snapshot to the member at ``addr``; return (chunks, bytes) sent.
 
     ``chunks`` is pulled one item at a time in ``executor`` (it reads RocksDB). Raises
     SnapshotStreamError (or OSError / asyncio.TimeoutError) when the follower refuses it, the
-    connection is cut, or no progress is made for ``stall_timeout`` seconds."""
+    connection is cut, or no progress is made for ``stall_timeout`` seconds. ``progress(chunks,
+    bytes)`` is called after each chunk is written (the host logs from it now and then)."""
     loop = asyncio.get_running_loop()
     reader, writer = await asyncio.wait_for(asyncio.open_connection(*addr), CONNECT_TIMEOUT)
     try:
@@ -183,6 +185,8 @@ async def send_snapshot(addr: tuple[str, int], hello: StreamHello, chunks: Itera
             n += 1
             nbytes += len(data) - 5
             writer.write(data)
+            if progress is not None:
+                progress(n, nbytes)
             # Backpressure: the next chunk is built only once this one is (mostly) sent.
             await asyncio.wait_for(writer.drain(), stall_timeout)
         writer.write(frame(encode_end(n, nbytes, digest.digest(), members)))

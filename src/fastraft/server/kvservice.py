@@ -32,6 +32,7 @@ here, and the node sees proposals only as the one ``raft.propose_batch`` per ite
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -77,7 +78,7 @@ from fastraft.server.reads import LinearizableReads
 from fastraft.server.stats import NodeStats
 from fastraft.server.wait import Done, Waiter
 from fastraft.storage.logstore import Storage
-from fastraft.storage.mvcc import KV
+from fastraft.storage.mvcc import KV, RangeScan
 from fastraft.storage.watch import Sink, WatchHub
 
 __all__ = ["KVService", "Done", "WRITE_OPS", "MEMBER_OPS", "STREAM_OPS"]
@@ -88,6 +89,11 @@ WRITE_OPS = frozenset(("put", "delete", "txn", "compact"))
 MEMBER_OPS = frozenset(("member_add", "member_remove", "member_promote"))
 # Operations that open or end a stream of answers: served by KVService.watch, not submit.
 STREAM_OPS = frozenset(("watch", "watch_cancel", SNAPSHOT_OP))
+# A range is read on the loop up to this many keys (most are answered there, at no thread hop);
+# a longer one goes on in the worker thread, in steps of RANGE_THREAD_STEP_KEYS between which
+# it checks whether the member is stopping.
+RANGE_INLINE_KEYS = 2048
+RANGE_THREAD_STEP_KEYS = 8192
 
 _REPLACED = "the proposal was replaced by another leader's entry: not applied"
 _CC_REPLACED = "the membership change was replaced by another leader's entry: not applied"
@@ -127,6 +133,8 @@ class KVService:
         self.kv: KV | None = None
         self.storage: Storage | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._scan_pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._scans_closing = False
         # Client proposals of this loop iteration, proposed in one propose_batch (one sync,
         # one MsgApp per follower for all); each waiter is a done callback (None: internal).
         self._proposals = ProposalBatch()
@@ -150,6 +158,19 @@ class KVService:
         """The member's state is open: serve from it."""
         self.cfg, self.token, self.raft, self.kv, self.storage, self.loop = (
             cfg, token, raft, kv, storage, loop)
+        # Ranges longer than RANGE_INLINE_KEYS go on here, one at a time (bounded memory: one
+        # answer of up to --max-response-bytes built at once), so that the loop keeps ticking,
+        # replicating and heartbeating while a big range is read.
+        self._scan_pool = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"range-{cfg.name}")
+        self._scans_closing = False
+
+    def close(self) -> None:
+        """Stop the range scans in the worker thread (before the DB closes)."""
+        self._scans_closing = True
+        pool, self._scan_pool = self._scan_pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def add_flush_hook(self, hook: Callable[[], None]) -> None:
         """``hook()`` runs after answers given outside a request's own call (apply, expiry):
@@ -242,19 +263,27 @@ class KVService:
         level, bound = parse_read_level(args)
         kv.validate("range", args)
 
+        def finish(res: dict[str, Any], contact_age: float | None) -> None:
+            res = self._with_header(res, raft.term)
+            if contact_age is not None:  # serializable and bounded answers only
+                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
+            done(None, res)
+
         def do_range(err: FastraftError | None, contact_age: float | None) -> None:
             if err is not None:
                 done(err, None)
                 return
             try:
-                res = kv.range(**args)
+                scan = kv.range_scan(args)
+                # The first step pins the state read (the scan's iterator) here, on the loop.
+                res = scan.run(RANGE_INLINE_KEYS)
             except FastraftError as e:
                 done(e, None)
                 return
-            res = self._with_header(res, raft.term)
-            if contact_age is not None:  # serializable and bounded answers only
-                res["header"]["contact_age_ms"] = round(contact_age * 1000.0, 1)
-            done(None, res)
+            if res is not None:
+                finish(res, contact_age)
+            else:
+                self._scan_rest(scan, lambda r: finish(r, contact_age), done)
 
         self.levels.read(level, bound, do_range)
 
@@ -308,6 +337,44 @@ class KVService:
             done(LeaderTransferError(f"move_leader: leadership went to {who}, not to "
                                      f"{target:x}"), None)
         self._flush()
+
+    def _scan_rest(self, scan: RangeScan, finish: Callable[[dict[str, Any]], None],
+                   done: Done) -> None:
+        """Run the rest of a long range in the worker thread; answer on the loop."""
+        loop, pool = self.loop, self._scan_pool
+        assert loop is not None
+        if pool is None or self._stopping():
+            done(StoppingError("the member is stopping"), None)
+            return
+
+        def work() -> dict[str, Any]:
+            while not self._scans_closing:
+                res = scan.run(RANGE_THREAD_STEP_KEYS)
+                if res is not None:
+                    return res
+            scan.close()  # its iterator must not keep the DB open once the member closes it
+            raise StoppingError("the member is stopping")
+
+        def answered(fut: asyncio.Future[dict[str, Any]]) -> None:
+            if fut.cancelled():
+                done(StoppingError("the member is stopping"), None)
+            else:
+                err = fut.exception()
+                if err is None:
+                    finish(fut.result())
+                elif isinstance(err, FastraftError):
+                    done(err.with_traceback(None), None)
+                else:
+                    log.error("range scan failed: %r", err)
+                    done(FastraftError(f"range failed: {type(err).__name__}: {err}"), None)
+            self._flush()
+
+        try:
+            fut = loop.run_in_executor(pool, work)
+        except RuntimeError:  # the pool was shut down meanwhile
+            done(StoppingError("the member is stopping"), None)
+            return
+        fut.add_done_callback(answered)
 
     # ------------------------------------------------------------------ membership requests
     def _member_change(self, op: str, args: dict[str, Any], done: Done) -> None:

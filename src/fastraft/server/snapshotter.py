@@ -52,6 +52,9 @@ SNAP = MsgType.MsgSnap.value
 # Seconds after sending a snapshot during which the log is not compacted again (see
 # maybe_snapshot).
 SNAP_CATCH_UP_GRACE = 5.0
+# A snapshot stream in progress is logged this often on both sides (a big store streams for
+# minutes; the start and end lines alone say nothing meanwhile).
+PROGRESS_LOG_SECONDS = 2.0
 
 # (index, RocksDB view of the KV at index, members as of index)
 SnapView = tuple[int, Any, list[Member]]
@@ -205,10 +208,22 @@ class Snapshotter:
         started = time.monotonic()
         ok = False
         nbytes = 0
+        next_log = [started + PROGRESS_LOG_SECONDS]
+
+        def progress(chunks: int, sent: int) -> None:
+            # A big store takes minutes to stream: say now and then how far it got.
+            now = time.monotonic()
+            if now >= next_log[0]:
+                next_log[0] = now + PROGRESS_LOG_SECONDS
+                log.info("%s: streaming snapshot [index: %d] to %x: %d chunks, %.1f MiB sent "
+                         "in %.0fs (%.1f MiB/s)", self.name, index, hello.to, chunks,
+                         sent / 2**20, now - started, sent / 2**20 / max(now - started, 1e-9))
+
         try:
             n, nbytes = await send_snapshot(
                 addr, hello, kv.snapshot_chunks(it, cancelled=lambda: self._closing),
-                members_to_wire(members), self._executor, stall_timeout=self.stall_timeout)
+                members_to_wire(members), self._executor, stall_timeout=self.stall_timeout,
+                progress=progress)
             ok = True
             took = time.monotonic() - started
             log.info("%s: sent snapshot [index: %d] to %x: %d chunks, %.1f MiB in %.2fs "
@@ -259,6 +274,7 @@ class Snapshotter:
         digest = hashlib.sha256()
         meta: list[bytes | None] = [None]
         n = nbytes = 0
+        next_log = time.monotonic() + PROGRESS_LOG_SECONDS
 
         def stage_chunk(body: bytes) -> None:
             digest.update(memoryview(body)[1:])  # the payload after the frame type, no copy
@@ -276,6 +292,11 @@ class Snapshotter:
                     n += 1
                     nbytes += len(body) - 1
                     await loop.run_in_executor(ex, stage_chunk, body)
+                    now = time.monotonic()
+                    if now >= next_log:
+                        next_log = now + PROGRESS_LOG_SECONDS
+                        log.info("%s: receiving snapshot [index: %d]: %d chunks, %.1f MiB "
+                                 "staged", self.name, h.index, n, nbytes / 2**20)
                 elif body[:1] == b"E":
                     break
                 else:

@@ -27,7 +27,14 @@ and is prefix-free, so one key's history entries are contiguous and ordered by r
 another key extends it.
 
 Compaction at revision C keeps, for every key, its last history entry <= C unless that entry is
-a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep working.
+a tombstone, and drops all ``r`` entries <= C. Reads at revisions >= C keep working. Applying
+it only moves the compact revision; the records go afterwards in bounded steps
+(``compact_step``, driven by the node between loop iterations), so a compaction of a big store
+never holds the member's loop.
+
+Ranges are read by ``RangeScan``: lazily, in steps over one pinned iterator (the node runs the
+steps after the first in a worker thread), and refused with ResponseTooLargeError once the
+answer passes ``max_response_bytes``.
 
 Nothing is held in Python dicts between calls: RocksDB holds the data. Within one ``apply`` call
 changes are buffered in a dict (so later entries of the batch see earlier ones) and written in
@@ -61,10 +68,11 @@ from fastraft.errors import (
     FastraftError,
     FutureRevisionError,
     KeyTooLargeError,
+    ResponseTooLargeError,
     UnknownOperationError,
     ValueTooLargeError,
 )
-from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES
+from fastraft.net.framing import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES
 
 _U64 = struct.Struct(">Q")
 _REVSUB = struct.Struct(">QI")
@@ -78,6 +86,11 @@ _SNAP_VERSION = 1
 # streamed, and a frame stays far below the client's 64 MiB limit.
 EVENTS_PAGE_LIMIT = 1000
 EVENTS_PAGE_BYTES = 1 << 20
+# Encoded bytes of one KeyValue besides its key and value (field names, four integers, headers):
+# an overestimate, so the frame never ends up larger than the estimate.
+_KV_OVERHEAD = 100
+# Change-log entries one compaction step drops (compact_step): a few ms on the loop.
+COMPACT_BATCH = 1000
 
 _OPS = ("put", "delete", "txn", "compact", "range")
 _TXN_OPS = ("put", "delete", "range")
@@ -90,7 +103,8 @@ _ARGS: dict[str, dict[str, str]] = {
     "put": {"key": "key", "value": "value", "prev_kv": "bool", "lease": "uint"},
     "delete": {"key": "key", "range_end": "bytes", "prev_kv": "bool"},
     "range": {"key": "key", "range_end": "bytes", "limit": "uint", "revision": "uint",
-              "keys_only": "bool", "count_only": "bool", "serializable": "bool"},
+              "keys_only": "bool", "count_only": "bool", "serializable": "bool",
+              "exact_count": "bool"},
     "compact": {"revision": "uint"},
     "txn": {"compare": "list", "success": "list", "failure": "list"},
 }
@@ -234,8 +248,10 @@ class KV:
     """The MVCC store of one member, kept in the ``kv`` column family of its Storage."""
 
     def __init__(self, storage: Any, *, max_key_bytes: int = 32768,
-                 max_value_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: int = 128) -> None:
+                 max_value_bytes: int = DEFAULT_MAX_REQUEST_BYTES, max_txn_ops: int = 128,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.storage = storage
+        self.max_response_bytes = max_response_bytes
         self.max_key_bytes = max_key_bytes
         self.max_value_bytes = max_value_bytes
         self.max_txn_ops = max_txn_ops
@@ -243,6 +259,10 @@ class KV:
         # its LOCK taken) after storage.close(). Storage closes this Rdict itself.
         self._cf: rocksdict.Rdict = storage.column_family("kv")
         self.applied, self.revision, self.compact_revision = 0, 1, 0
+        # Physical compaction (compact_step): done up to _compacted_to; the change log below
+        # _compact_cursor is gone. Both reset on reload (an install may bring old records).
+        self._compacted_to = 0
+        self._compact_cursor: bytes | None = None
         self.reload()
 
     # ------------------------------------------------------------------ validation
@@ -467,19 +487,24 @@ class KV:
         buf.put(b"r" + _REVSUB.pack(rev, sub), key)
         return prev
 
-    def _current(self, buf: _Buffer, key: bytes, range_end: bytes) -> list[tuple[bytes, bytes]]:
-        """(key, record) of the live keys in the range, at the current revision."""
+    def _current(self, buf: _Buffer, key: bytes,
+                 range_end: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, record) of the live keys in the range, at the current revision, lazily (a
+        range over a big store must not be copied into a list first)."""
         if not range_end:
             rec = buf.get(b"c" + key)
-            return [] if rec is None else [(key, rec)]
+            if rec is not None:
+                yield key, rec
+            return
         if range_end != b"\x00" and range_end <= key:
-            return []
+            return
         lo, hi = _range_end_key(b"c", key, range_end, False)
-        return [(k[1:], v) for k, v in buf.scan(lo, hi)]
+        for k, v in buf.scan(lo, hi):
+            yield k[1:], v
 
     def _delete(self, buf: _Buffer, key: bytes, range_end: bytes, rev: int, sub: int,
                 want_prev: bool) -> tuple[int, list[dict]]:
-        found = self._current(buf, key, range_end)
+        found = list(self._current(buf, key, range_end))  # the loop below changes buf
         prevs = []
         rev8 = _U64.pack(rev)
         for k, rec in found:
@@ -516,7 +541,7 @@ class KV:
 
     def _compare(self, buf: _Buffer, c: list) -> bool:
         target, result, key, range_end, value = c
-        found = self._current(buf, key, range_end)
+        found = list(self._current(buf, key, range_end))
         if not found:
             if target == "value":
                 return False  # as etcd: a value compare on a missing key is false
@@ -571,21 +596,68 @@ class KV:
         if target > self.revision:
             raise FutureRevisionError(
                 f"cannot compact to revision {target}: the current revision is {self.revision}")
-        changed: set[bytes] = set()
-        for k, key in list(buf.scan(b"r", b"r" + _U64.pack(target + 1))):
-            buf.delete(k)
-            changed.add(key)
-        tail = _U64.pack(target + 1)
-        # Sorted, so that the batch content does not depend on set iteration order.
-        for key in sorted(changed):
-            lo = b"i" + enc_key(key)
-            hist = list(buf.scan(lo, lo + tail))
-            for k, _v in hist[:-1]:
-                buf.delete(k)
-            if hist and hist[-1][1] == b"":
-                buf.delete(hist[-1][0])  # a tombstone is not needed to read at >= target
+        # Applying only moves the compact revision (reads below it are refused from now on);
+        # the obsolete records are dropped afterwards in small steps (compact_step), as etcd's
+        # batched compaction does: dropping a million keys' history in this apply held the
+        # member's loop for minutes, long enough for elections.
         self.compact_revision = target
         return {"revision": self.revision}
+
+    @property
+    def compaction_pending(self) -> bool:
+        """Records below the compact revision may still be on disk: run ``compact_step``."""
+        return self.compact_revision > self._compacted_to
+
+    def compact_step(self, max_changes: int = COMPACT_BATCH) -> bool:
+        """Drop up to ``max_changes`` change-log entries at or below the compact revision C,
+        with the history they made obsolete: for each key they name, every history entry
+        <= C but its last, and that one too if it is a tombstone. One WriteBatch of its own
+        (unsynced: dropping records no read can reach needs no durability; a restart finds the
+        rest and goes on). Returns True while more remain.
+
+        Reads at revisions >= C give the same answers before, during and after: a key's last
+        entry <= C stays until it is a tombstone. The change log is walked from a cursor (the
+        entries before it are gone), so a long compaction does not re-skip their tombstones."""
+        target = self.compact_revision
+        hi = b"r" + _U64.pack(target + 1)
+        it = self._cf.iter()
+        it.seek(self._compact_cursor if self._compact_cursor is not None else b"r")
+        wb = rocksdict.WriteBatch(raw_mode=True)
+        h = self.storage.cf_handle("kv")
+        keys: set[bytes] = set()
+        n = 0
+        while it.valid() and n < max_changes:
+            k = it.key()
+            if k >= hi:
+                break
+            wb.delete(k, h)
+            keys.add(it.value())
+            n += 1
+            it.next()
+        more = it.valid() and it.key() < hi
+        # Where the next step starts: every change-log entry before it is gone (or being
+        # dropped by this batch).
+        cursor = it.key() if more else hi
+        tail = _U64.pack(target + 1)
+        for key in sorted(keys):
+            lo = b"i" + enc_key(key)
+            hist = []
+            hit = self._cf.iter()
+            hit.seek(lo)
+            while hit.valid() and hit.key() < lo + tail:
+                hist.append((hit.key(), hit.value()))
+                hit.next()
+            for k, _v in hist[:-1]:
+                wb.delete(k, h)
+            if hist and hist[-1][1] == b"":
+                wb.delete(hist[-1][0], h)  # a tombstone is not needed to read at >= C
+        del it
+        if n:
+            self.storage.write(wb)
+        self._compact_cursor = cursor
+        if not more:
+            self._compacted_to = target
+        return more
 
     # ------------------------------------------------------------------ reads
 
@@ -602,29 +674,20 @@ class KV:
         """Read keys at the current (or an older) revision, as etcd's Range."""
         args = {"key": key, "range_end": range_end, "limit": limit, "revision": revision,
                 "keys_only": keys_only, "count_only": count_only}
+        res = self.range_scan(args).run()
+        assert res is not None
+        return res
+
+    def range_scan(self, args: dict) -> RangeScan:
+        """A range read (``range``'s arguments as a dict) to run in steps, e.g. the first on the
+        member's loop and the rest in a worker thread: the view is pinned on the first step."""
         self._validate("range", args, False, False)
-        return self._range(_Buffer(self._cf), args)
+        return RangeScan(self, _Buffer(self._cf), args)
 
     def _range(self, buf: _Buffer, args: dict) -> dict:
-        key: bytes = args["key"]
-        range_end: bytes = args.get("range_end", b"")
-        limit: int = args.get("limit", 0)
-        revision: int = args.get("revision", 0)
-        keys_only: bool = args.get("keys_only", False)
-        count_only: bool = args.get("count_only", False)
-        self._check_revision(revision)
-        if revision == 0 or revision == self.revision:
-            found: Any = self._current(buf, key, range_end)
-        else:
-            found = self._at_revision(buf, key, range_end, revision)
-        kvs: list[dict] = []
-        count = 0
-        for k, rec in found:
-            count += 1
-            if not count_only and (limit == 0 or count <= limit):
-                kvs.append(_kv_dict(k, rec, keys_only))
-        more = bool(limit) and count > limit and not count_only
-        return {"kvs": kvs, "count": count, "more": more, "revision": self.revision}
+        res = RangeScan(self, buf, args).run()
+        assert res is not None
+        return res
 
     def _at_revision(self, buf: _Buffer, key: bytes, range_end: bytes,
                      revision: int) -> Iterator[tuple[bytes, bytes]]:
@@ -893,6 +956,7 @@ class KV:
     def reload(self) -> None:
         """Re-read the live state after storage switched KV generations (an install)."""
         self._cf = self.storage.column_family("kv")
+        self._compacted_to, self._compact_cursor = 0, None
         raw = self._cf.get(_META_KEY)
         if raw is None:
             self.applied, self.revision, self.compact_revision = 0, 1, 0
@@ -941,6 +1005,87 @@ class KV:
         wb.put(_META_KEY, _pack([index, revision, compact]), h)
         self.storage.write(wb)
         self.applied, self.revision, self.compact_revision = index, revision, compact
+        self._compacted_to, self._compact_cursor = 0, None
+
+
+class RangeScan:
+    """One range read, runnable in steps of a bounded number of keys.
+
+    The revision served is fixed when the scan is made; the keys come from one RocksDB iterator,
+    which pins the store's state when the first step creates it (``_Buffer.scan``), so steps may
+    run later, or in another thread, and still read one consistent state. The answer is refused
+    with ResponseTooLargeError as soon as the keys and values gathered pass
+    ``kv.max_response_bytes`` (count_only gathers nothing: it counts the whole range)."""
+
+    __slots__ = ("revision", "limit", "keys_only", "count_only", "exact_count", "max_bytes",
+                 "kvs", "count", "nbytes", "_found")
+
+    def __init__(self, kv: KV, buf: _Buffer, args: dict) -> None:
+        key: bytes = args["key"]
+        range_end: bytes = args.get("range_end", b"")
+        revision: int = args.get("revision", 0)
+        self.limit: int = args.get("limit", 0)
+        self.keys_only: bool = args.get("keys_only", False)
+        self.count_only: bool = args.get("count_only", False)
+        # False (a pager's pages): with a limit, stop at limit + 1 keys; `more` stays exact,
+        # `count` is then not the range's total (counting it would rescan the rest every page).
+        self.exact_count: bool = args.get("exact_count", True)
+        self.max_bytes = kv.max_response_bytes
+        kv._check_revision(revision)
+        self.revision = kv.revision
+        if revision == 0 or revision == kv.revision:
+            self._found: Iterator[tuple[bytes, bytes]] = kv._current(buf, key, range_end)
+        else:
+            self._found = kv._at_revision(buf, key, range_end, revision)
+        self.kvs: list[dict] = []
+        self.count = 0
+        self.nbytes = 0
+
+    def close(self) -> None:
+        """Abandon the scan: its RocksDB iterator (and the view it pins) goes now."""
+        self._release()
+
+    def _release(self) -> None:
+        """Close the scan's generator: its RocksDB iterator (and the view it pins) goes now."""
+        close = getattr(self._found, "close", None)
+        if close is not None:
+            close()
+        self._found = iter(())
+
+    def run(self, budget: int = 0) -> dict | None:
+        """Look at up to ``budget`` more keys (0: all); the answer once the range is done,
+        else None (call again). Raises ResponseTooLargeError."""
+        found = self._found
+        limit, keys_only, count_only = self.limit, self.keys_only, self.count_only
+        kvs = self.kvs
+        count, nbytes = self.count, self.nbytes
+        seen = 0
+        try:
+            for k, rec in found:
+                count += 1
+                if not count_only and (limit == 0 or count <= limit):
+                    kv = _kv_dict(k, rec, keys_only)
+                    kvs.append(kv)
+                    nbytes += len(k) + len(kv["value"]) + _KV_OVERHEAD
+                    if nbytes > self.max_bytes:
+                        # Drop the iterator (and its pinned view) now: the error may be kept
+                        # with its traceback, which must not hold the DB open.
+                        self._release()
+                        raise ResponseTooLargeError(
+                            f"the answer would be larger than {self.max_bytes:,} bytes (passed "
+                            f"after {len(kvs):,} keys): ask for less with --limit (and page from "
+                            f"the last key), --keys-only or --count-only")
+                elif limit and not self.exact_count:
+                    break  # limit + 1 keys seen: `more` is known
+                seen += 1
+                if budget and seen >= budget:
+                    self.count, self.nbytes = count, nbytes
+                    return None
+        finally:
+            self.count, self.nbytes = count, nbytes
+        self._release()  # done (a pager's page may stop early): let the view go now
+        more = bool(limit) and count > limit and not count_only
+        return {"kvs": kvs, "count": count, "more": more, "revision": self.revision}
 
 
 def _in_range(key: bytes, lo: bytes, end: bytes) -> bool:
