@@ -30,7 +30,7 @@ from fastraft.config import ServerConfig, build_config
 from fastraft.errors import DataDirError, SnapshotFileError
 from fastraft.raft.core import Snapshot
 from fastraft.server.membership import Member, members_to_wire
-from fastraft.storage.logstore import ID_FILE, Install, Storage
+from fastraft.storage.logstore import ID_FILE, Install, Storage, fsync_dir
 from fastraft.storage.mvcc import KV
 
 __all__ = ["restore_snapshot", "RestoreResult", "RESTORED_INDEX", "RESTORED_TERM"]
@@ -84,19 +84,11 @@ def restore_snapshot(path: str, cfg: ServerConfig) -> RestoreResult:
         if os.path.exists(data_dir):
             os.rmdir(data_dir)  # empty (checked above): the restored dir takes its place
         os.replace(tmp, data_dir)
-        _fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
+        fsync_dir(os.path.dirname(os.path.abspath(data_dir)))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return RestoreResult(cfg, info)
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _build(tmp: str, path: str, info: SnapshotInfo, cfg: ServerConfig) -> None:

@@ -70,7 +70,8 @@ _IDX = struct.Struct(">Q")
 _MAX_INDEX_KEY = b"\xff" * 9  # sorts after every 8-byte index key
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new entry in ``path`` durable (the directory's own fsync)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -86,7 +87,7 @@ def _write_durably(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(path) or ".")
+    fsync_dir(os.path.dirname(path) or ".")
 
 
 def _db_options() -> rocksdict.Options:
