@@ -320,12 +320,12 @@ class Storage:
             return None
         id_path = os.path.join(data_dir, ID_FILE)
         if ID_FILE not in names:
-            etcd = os.path.isdir(os.path.join(data_dir, "member", "wal"))
+            etcd = ("; it looks like an etcd data dir (member/wal): fastraft cannot read etcd "
+                    "data" if os.path.isdir(os.path.join(data_dir, "member", "wal")) else "")
             raise DataDirError(
                 f"data dir {data_dir!r} is not empty and is not a fastraft data dir "
-                f"(no {ID_FILE}{'; it looks like an etcd data dir (member/wal): fastraft cannot read etcd data' if etcd else ''}); "
-                f"refusing to use it: point --data-dir at this member's data dir or at a new "
-                f"or empty directory"
+                f"(no {ID_FILE}{etcd}); refusing to use it: point --data-dir at this member's "
+                f"data dir or at a new or empty directory"
             )
         try:
             with open(id_path, "rb") as f:
