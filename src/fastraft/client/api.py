@@ -20,7 +20,8 @@ Both speak the client protocol of docs/architecture.md and share one retry polic
   could be made so nothing was sent (a connect that never completed sent nothing, so the write
   is tried on another endpoint). If a write was sent and no answer came (deadline passed,
   connection lost), the client raises :class:`fastraft.TimeoutError`: the write may or may not
-  have been applied, and retrying blindly could apply it twice. Read the key back (or use a txn compare) to find out.
+  have been applied, and retrying blindly could apply it twice. Read the key back (or use a
+  txn compare) to find out.
 * **Lease reads** refused for a reason that passes by itself (a transfer, a new leader before
   its first acknowledged heartbeat round) come with ``retry_ms``: the same member is asked again
   after that pause, until the call's deadline. An expired lease is raised at once.
