@@ -110,6 +110,9 @@ def test_learner_joins_catches_up_is_promoted_and_counts_for_quorum(make_cluster
         assert st["header"]["cluster_id"] == cid
         # It caught up: its own (serializable) read sees what was written before it joined.
         wait_for(lambda: _local_get(n4.endpoint, b"pre29") == b"v29", 15, "n4 to catch up")
+        # Its client URL is in the member list (it asked the leader to record it).
+        wait_for(lambda: (_listed_client_urls(lc.member(lc.wait_leader()).endpoint) or {}).get(
+            "n4") == [f"http://{n4.endpoint}"], 15, "n4's client URL in the member list")
         assert "restored state from snapshot" in n4.log_text()
 
         # Promote it (the leader refuses while it is behind, so retry a bounded number of times).
@@ -318,3 +321,47 @@ def test_a_removed_member_wiped_and_added_again_rejoins(make_cluster) -> None:
         c.put(b"c", b"needs-the-re-added-member")
         wait_for(lambda: _local_get(back.endpoint, b"c") == b"needs-the-re-added-member", 15,
                  "the re-added member to apply a write made without the killed one")
+
+
+def _listed_client_urls(endpoint: str) -> dict[str, list[str]] | None:
+    try:
+        err, res = request(endpoint, "member_list", {}, timeout=2)
+    except OSError:
+        return None
+    if err is not None:
+        return None
+    return {m["name"]: m["client_urls"] for m in res["members"]}
+
+
+def test_member_list_shows_every_member_s_client_urls(make_cluster) -> None:
+    """`--initial-cluster` names peer URLs only: the leader records its own client URLs when
+    elected and each follower asks the leader to record its own (member_publish), so the
+    member list shows them all, asked of any member, and again after a restart."""
+    lc = make_cluster(3)
+    want = {m.name: [f"http://{m.endpoint}"] for m in lc.members}
+    for m in lc.members:
+        wait_for(lambda m=m: _listed_client_urls(m.endpoint) == want, 15,
+                 f"{m.name} to list every member's client URLs")
+    leader = lc.wait_leader()
+    follower = next(m for m in lc.members if m.name != leader)
+    fid = lc.status(follower.name)["member_id"]  # type: ignore[index]
+
+    # The request's refusals change nothing.
+    for args, words in (({"id": 12345, "client_urls": ["http://127.0.0.1:1"]}, "not found"),
+                        ({"id": fid, "client_urls": []}, "list of 1 to"),
+                        ({"id": fid, "client_urls": ["ftp://x:1"]}, "bad client URL"),
+                        ({"id": fid, "client_urls": ["http://127.0.0.1:1"], "x": 1},
+                         "unknown argument")):
+        err, _ = request(lc.member(leader).endpoint, "member_publish", args)
+        assert err is not None and err[0] == "BAD_REQUEST" and words in err[1], (args, err)
+    err, _ = request(follower.endpoint, "member_publish",
+                     {"id": fid, "client_urls": ["http://127.0.0.1:1"]})
+    assert err is not None and err[0] == "NOT_LEADER"
+    assert _listed_client_urls(lc.member(leader).endpoint) == want
+
+    # Restarted, the follower finds its URLs recorded (by its earlier run) and they stay.
+    lc.stop(follower.name)
+    lc.start(follower.name)
+    lc.wait_ready(follower.name)
+    wait_for(lambda: _listed_client_urls(follower.endpoint) == want, 15,
+             "the restarted follower to list every member's client URLs")

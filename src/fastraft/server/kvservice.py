@@ -65,6 +65,7 @@ from fastraft.raft.core import (
     Raft,
 )
 from fastraft.server.backup import SNAPSHOT_OP, BackupStreams
+from fastraft.server.publish import parse_publish, publish_entry
 from fastraft.server.membership import (
     Membership,
     check_promote,
@@ -248,13 +249,23 @@ class KVService:
             self.health(lambda res: done(None, res))
         elif op == "move_leader":
             self._move_leader(args, done)
+        elif op == "member_publish":
+            mid, urls = parse_publish(args, self.members)
+            if raft.role != LEADER:
+                raise self.not_leader()
+            m = self.members.get(mid)
+            recorded = m is not None and m.client_urls == urls  # then nothing to propose
+            if not recorded:
+                self.propose_internal(publish_entry(mid, urls))
+            # Answered once proposed: the member asking sees the entry applied, or asks again.
+            done(None, {"header": self.header(kv.revision, raft.term), "recorded": recorded})
         elif op in STREAM_OPS:
             raise BadRequestError(f"{op} is a stream: it needs a front end that streams")
         else:
             raise UnknownOperationError(
                 f"unknown operation {op!r}; expected one of put, range, delete, txn, compact, "
-                "status, member_list, member_add, member_remove, member_promote, health, "
-                "move_leader, watch, watch_cancel, snapshot")
+                "status, member_list, member_add, member_remove, member_promote, "
+                "member_publish, health, move_leader, watch, watch_cancel, snapshot")
 
     def _range(self, args: dict[str, Any], done: Done) -> None:
         """A range at its read level (server/readlevels.py); bad args raise before anything."""

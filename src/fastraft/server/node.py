@@ -73,6 +73,7 @@ from fastraft.server.backup import BackupStreams
 from fastraft.server.join import discover_cluster
 from fastraft.server.kvservice import KVService
 from fastraft.server.membership import Member, Membership, members_from_wire, members_to_wire
+from fastraft.server.publish import PUBLISH_PREFIX, ask_leader, publish_entry
 from fastraft.server.readlevels import LevelReads, ReadLevels
 from fastraft.server.reads import LinearizableReads
 from fastraft.server.snapshot import decode_snapshot
@@ -86,7 +87,7 @@ from fastraft.storage.watch import WatchHub
 if TYPE_CHECKING:
     from fastraft.server.health import MemberHttp
 
-__all__ = ["Node", "PUBLISH_OP"]
+__all__ = ["Node"]
 
 log = logging.getLogger("fastraft.node")
 
@@ -96,10 +97,6 @@ COMPACT_PAUSE = 0.01
 SNAP = MsgType.MsgSnap.value
 HEARTBEAT_RESP = MsgType.MsgHeartbeatResp.value
 
-# Internal command with a member's client URLs. kv.validate refuses ops it does not know, so a
-# client can never propose one; the node recognises it by its msgpack prefix without decoding.
-PUBLISH_OP = "_member_attrs"
-_PUBLISH_PREFIX = b"\x92" + msgpack.packb(PUBLISH_OP)
 
 # Log entries kept in memory/disk after a snapshot is not configurable in this version: storage
 # drops every entry up to the snapshot index (see the report / docs), so slow followers get a
@@ -134,6 +131,10 @@ class Node:
         self._in_ready = False
         self._tasks: set[asyncio.Task[None]] = set()  # held so they are not garbage-collected
         self._compactor: asyncio.Task[None] | None = None  # dropping compacted records
+        # This run's client URLs applied in the member list (a follower asks the leader to
+        # record them: server/publish.py), and the task that asks.
+        self._published = False
+        self._publisher: asyncio.Task[None] | None = None
         # The cluster's token (for new members' ids): kept in storage meta from the first start.
         self.token = cfg.initial_cluster_token
         # Plain counters for /metrics (server/stats.py): touched per batch, never per put.
@@ -702,7 +703,7 @@ class Node:
             index, term, etype, data = e
             if etype == ENTRY_CONF_CHANGE:
                 members_changed |= self._apply_conf_change(e)
-            elif data.startswith(_PUBLISH_PREFIX):
+            elif data.startswith(PUBLISH_PREFIX):
                 members_changed |= self._apply_publish(e)
                 if to_apply is entries:
                     to_apply = list(entries)
@@ -773,6 +774,7 @@ class Node:
             return False
         if mid == self.id:
             self.service.publish_pending = False
+            self._published = urls == list(self.cfg.advertise_client_urls)
         return True
 
     def _start_compactor(self) -> None:
@@ -827,11 +829,38 @@ class Node:
         if role == LEADER:
             if self.id in self.members and not self.service.publish_pending:
                 self.service.publish_pending = True
-                attrs = {"id": self.id, "client_urls": list(self.cfg.advertise_client_urls)}
                 self.service.propose_internal(
-                    msgpack.packb([PUBLISH_OP, attrs], use_bin_type=True))
+                    publish_entry(self.id, list(self.cfg.advertise_client_urls)))
         else:
             self.service.publish_pending = False
+            if (leader and not self._published and not self._closed
+                    and (self._publisher is None or self._publisher.done())):
+                self._publisher = self._running_loop().create_task(self._publish_via_leader())
+                self._keep_task(self._publisher)
+
+    async def _publish_via_leader(self) -> None:
+        """Ask the leader to record this member's client URLs until the entry is applied here
+        (bounded: about a minute and a half of attempts; the next leader change starts again)."""
+        timeout = max(1.0, 2 * self.cfg.election_timeout / 1000.0)
+        pause = 0.05
+        for _ in range(20):
+            raft = self.raft
+            if self._published or self._closed or self._stopping or raft is None:
+                return
+            if raft.role == LEADER or self.id not in self.members:
+                return  # a leader publishes its own; a removed member has nothing to publish
+            m = self.members.get(raft.leader) if raft.leader else None
+            if m is not None and m.client_urls:
+                try:
+                    if await ask_leader(m.client_urls[0], self.id,
+                                        list(self.cfg.advertise_client_urls), timeout):
+                        self._published = True  # recorded by an earlier run
+                        return
+                except (OSError, asyncio.TimeoutError, FastraftError) as e:
+                    log.debug("%s: asking the leader to record our client URLs: %s",
+                              self.cfg.name, e)
+            await asyncio.sleep(pause)  # then check: applied by now?
+            pause = min(pause * 2, 5.0)
 
     def _running_loop(self) -> asyncio.AbstractEventLoop:
         assert self._loop is not None
