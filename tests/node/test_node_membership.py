@@ -105,6 +105,11 @@ def test_learner_joins_catches_up_is_promoted_and_counts_for_quorum(make_cluster
                          member_id=new_id, name="n4").close()
         n4, n4_args, n4_env = _start_joiner(lc, settings, cport, pport)
         lc.wait_ready("n4")
+        # A learner once its applied configuration says so: between installing a snapshot
+        # older than its own addition and applying that addition (a few ms; a loaded CI
+        # rehearsal asked in between) it is in neither list of its configuration.
+        wait_for(lambda: (lc.status("n4") or {}).get("is_learner") is True, 15,
+                 "n4 to apply its addition as a learner")
         st = lc.status("n4")
         assert st is not None and st["member_id"] == new_id and st["is_learner"] is True
         assert st["header"]["cluster_id"] == cid
