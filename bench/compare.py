@@ -84,9 +84,6 @@ class Point:
     rate: float = 0.0      # > 0: open loop, requests/s in total
 
 
-stop_pids = stop_processes  # SIGTERM each by PID, bounded wait, then SIGKILL
-
-
 class _ChildCPU:
     """CPU (user+sys) of waited-for children over a wall-time span; 1.0 = one core.
 
@@ -188,12 +185,12 @@ class Fastraft:
         return res
 
     def ceiling(self, pt: Point, tmp: str) -> dict[str, Any]:
-        from fastraft.tools.loadgen import _stop_proc, start_noop_subprocess
+        from fastraft.tools.loadgen import start_noop_subprocess
         p, ep = start_noop_subprocess()
         try:
             return self.run(pt, tmp, endpoints=ep)
         finally:
-            _stop_proc(p)
+            stop_processes([p], timeout=5.0)
 
 
 # ----------------------------------------------------------------------------------- etcd
@@ -243,7 +240,7 @@ class Etcd:
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log))
 
     def stop(self) -> None:
-        stop_pids(self.procs)
+        stop_processes(self.procs)
 
     def supports(self, pt: Point) -> str | None:
         return None
@@ -283,7 +280,7 @@ class Etcd:
                     _check_rc(p, cmd, err)
                     parts.append(json.loads(out.strip().splitlines()[-1]))
         finally:
-            stop_pids(procs)
+            stop_processes(procs)
         res = _merge(parts, {"procs": nproc})
         res["client_cpu"] = cpu.value
         return res
@@ -299,7 +296,7 @@ class Etcd:
                 raise RuntimeError(f"etcd no-op server did not start: {line!r}")
             return self.run(pt, tmp, endpoints=[f"127.0.0.1:{int(line.split()[1])}"])
         finally:
-            stop_pids([p])
+            stop_processes([p])
 
 
 # ------------------------------------------------------------------------------ PySyncObj
@@ -366,12 +363,12 @@ class PySyncObj:
     def stop(self) -> None:
         for m in self.members:
             if m.proc.poll() is None and m.proc.stdin is not None:
-                try:  # a clean exit first; stop_pids below is the bounded fallback
+                try:  # a clean exit first; stop_processes below is the bounded fallback
                     m.send({"cmd": "quit"})
                     m.proc.stdin.close()
                 except (BrokenPipeError, OSError):
                     pass
-        stop_pids([m.proc for m in self.members])
+        stop_processes([m.proc for m in self.members])
 
     def leader(self, timeout: float = 30.0) -> _Member:
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ import resource
 import time
 
 from fastraft.tools import loadgen as L
+from fastraft.tools.procs import stop_processes
 
 
 def test_open_loop_does_not_spin_and_sends_on_time() -> None:
@@ -21,7 +22,7 @@ def test_open_loop_does_not_spin_and_sends_on_time() -> None:
                            duration=1.5))
         wall, ru1 = time.monotonic() - wall0, resource.getrusage(resource.RUSAGE_THREAD)
     finally:
-        L._stop_proc(proc)
+        stop_processes([proc], timeout=5.0)
     assert res["ops"] == 4500 and res["errors"] == {} and res["timeouts"] == 0
     # A generator that sleeps "until the next request" with sub-ms timers never blocks: it
     # spins at 100% of a core with almost no voluntary context switches (measured: 2 in a run,

@@ -1149,10 +1149,6 @@ def start_noop_subprocess(delay: float = 0.0) -> tuple[subprocess.Popen, str]:
     return p, f"127.0.0.1:{int(line.split()[1])}"
 
 
-def _stop_proc(p: subprocess.Popen) -> None:
-    stop_processes([p], timeout=5.0)
-
-
 def _serve_noop_forever(delay: float) -> None:
     async def body() -> None:
         srv = NoopServer(delay)
@@ -1358,7 +1354,7 @@ def bench_command(endpoints: str, workload: str, consistency: str, max_staleness
                         click.echo(f"  target reached {100 * t / c:.1f}% of the tool's ceiling"
                                    f"{' (the tool may be the bottleneck)' if t > 0.5 * c else ''}")
             finally:
-                _stop_proc(proc)
+                stop_processes([proc], timeout=5.0)
     except RuntimeError as e:
         raise click.ClickException(str(e)) from None
     if json_path:
