@@ -639,14 +639,10 @@ class KV:
         # dropped by this batch).
         cursor = it.key() if more else hi
         tail = _U64.pack(target + 1)
+        history = _Buffer(self._cf)  # reads only (the deletes go to wb)
         for key in sorted(keys):
             lo = b"i" + enc_key(key)
-            hist = []
-            hit = self._cf.iter()
-            hit.seek(lo)
-            while hit.valid() and hit.key() < lo + tail:
-                hist.append((hit.key(), hit.value()))
-                hit.next()
+            hist = list(history.scan(lo, lo + tail))
             for k, _v in hist[:-1]:
                 wb.delete(k, h)
             if hist and hist[-1][1] == b"":
@@ -1042,11 +1038,8 @@ class RangeScan:
         self.nbytes = 0
 
     def close(self) -> None:
-        """Abandon the scan: its RocksDB iterator (and the view it pins) goes now."""
-        self._release()
-
-    def _release(self) -> None:
-        """Close the scan's generator: its RocksDB iterator (and the view it pins) goes now."""
+        """End the scan (done or abandoned): its RocksDB iterator (and the view it pins) goes
+        now, not when the generator is collected."""
         close = getattr(self._found, "close", None)
         if close is not None:
             close()
@@ -1070,7 +1063,7 @@ class RangeScan:
                     if nbytes > self.max_bytes:
                         # Drop the iterator (and its pinned view) now: the error may be kept
                         # with its traceback, which must not hold the DB open.
-                        self._release()
+                        self.close()
                         raise ResponseTooLargeError(
                             f"the answer would be larger than {self.max_bytes:,} bytes (passed "
                             f"after {len(kvs):,} keys): ask for less with --limit (and page from "
@@ -1079,11 +1072,10 @@ class RangeScan:
                     break  # limit + 1 keys seen: `more` is known
                 seen += 1
                 if budget and seen >= budget:
-                    self.count, self.nbytes = count, nbytes
                     return None
         finally:
             self.count, self.nbytes = count, nbytes
-        self._release()  # done (a pager's page may stop early): let the view go now
+        self.close()  # done (a pager's page may stop early): let the view go now
         more = bool(limit) and count > limit and not count_only
         return {"kvs": kvs, "count": count, "more": more, "revision": self.revision}
 
