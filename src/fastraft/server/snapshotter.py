@@ -208,13 +208,14 @@ class Snapshotter:
         started = time.monotonic()
         ok = False
         nbytes = 0
-        next_log = [started + PROGRESS_LOG_SECONDS]
+        next_log = started + PROGRESS_LOG_SECONDS
 
         def progress(chunks: int, sent: int) -> None:
             # A big store takes minutes to stream: say now and then how far it got.
+            nonlocal next_log
             now = time.monotonic()
-            if now >= next_log[0]:
-                next_log[0] = now + PROGRESS_LOG_SECONDS
+            if now >= next_log:
+                next_log = now + PROGRESS_LOG_SECONDS
                 log.info("%s: streaming snapshot [index: %d] to %x: %d chunks, %.1f MiB sent "
                          "in %.0fs (%.1f MiB/s)", self.name, index, hello.to, chunks,
                          sent / 2**20, now - started, sent / 2**20 / max(now - started, 1e-9))
