@@ -33,7 +33,9 @@ from typing import Any, BinaryIO
 import msgpack
 
 from fastraft.errors import SnapshotFileError
-from fastraft.net.framing import frame
+from fastraft.net.framing import WireError, frame
+from fastraft.net.snapstream import CHUNK, END, encode_end
+from fastraft.net.snapstream import decode_end as decode_end_frame
 
 __all__ = ["SnapshotFileError", "SnapshotHeader", "SnapshotInfo", "SnapshotWriter",
            "verify_snapshot", "iter_chunks", "MAGIC", "PART_SUFFIX"]
@@ -45,8 +47,6 @@ DIGEST_BYTES = 32
 # Refuse a frame length beyond this before reading it: a foreign or corrupt file must not make
 # the reader allocate gigabytes. A chunk is ~1 MiB plus at most one value (<= 64 MiB).
 MAX_FRAME = 128 << 20
-CHUNK = 0x43  # b"C", as net/snapstream.py
-END = 0x45  # b"E"
 _LEN = struct.Struct(">I")
 _READ = 1 << 20
 
@@ -103,21 +103,12 @@ def decode_header(body: bytes, path: str) -> SnapshotHeader:
     return SnapshotHeader(f[2], f[3], f[4], f[5], f[6], f[7], float(f[8]))
 
 
-def encode_end(chunks: int, nbytes: int, digest: bytes, members: dict[str, dict]) -> bytes:
-    # The end frame of net/snapstream.py (kept identical; that module needs _core's peers).
-    return bytes([END]) + msgpack.packb([chunks, nbytes, digest, members], use_bin_type=True)
-
-
 def decode_end(body: bytes, path: str) -> tuple[int, int, bytes, dict[str, dict[str, Any]]]:
+    """The stream's end frame (net/snapstream.py), its errors said of the file."""
     try:
-        f = msgpack.unpackb(body[1:], raw=False)
-    except Exception:  # msgpack raises several types on garbage
-        raise SnapshotFileError(f"{path} is corrupt: undecodable end record") from None
-    if (not isinstance(f, list) or len(f) != 4 or not _uint(f[0]) or not _uint(f[1])
-            or not isinstance(f[2], bytes) or not isinstance(f[3], dict)
-            or not all(isinstance(k, str) and isinstance(v, dict) for k, v in f[3].items())):
-        raise SnapshotFileError(f"{path} is corrupt: malformed end record")
-    return f[0], f[1], f[2], f[3]
+        return decode_end_frame(body)
+    except WireError as e:
+        raise SnapshotFileError(f"{path} is corrupt: malformed end record ({e.reason})") from None
 
 
 class SnapshotWriter:
