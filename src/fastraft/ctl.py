@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
+from fastraft._version import __version__
 from fastraft.client import snapfile
 from fastraft.client.api import (
     Client,
@@ -39,7 +40,6 @@ from fastraft.client.api import (
     WatchEvent,
     parse_endpoint,
 )
-from fastraft._version import __version__
 from fastraft.client.api import _range as _range_bounds
 from fastraft.errors import FastraftError, ResponseTooLargeError
 from fastraft.tools.tablefmt import render_table
@@ -841,12 +841,13 @@ def snapshot_save(s: Settings, path: str) -> None:
               f"(--endpoints={','.join(s.endpoints)}): give exactly one endpoint")
     ep = s.endpoints[0]
     click.echo(f"fetching snapshot from {ep} into {path}{snapfile.PART_SUFFIX}", err=True)
-    last = [time.monotonic()]
+    last = time.monotonic()
 
     def progress(chunks: int, nbytes: int) -> None:
+        nonlocal last
         now = time.monotonic()
-        if now - last[0] >= _PROGRESS_EVERY:
-            last[0] = now
+        if now - last >= _PROGRESS_EVERY:
+            last = now
             click.echo(f"fetched {humanize_bytes(nbytes)} so far ({chunks} chunks)", err=True)
 
     with s.client() as c:
