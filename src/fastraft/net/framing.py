@@ -8,6 +8,7 @@ client codec (:mod:`fastraft.client.codec`) builds on it in a client-only instal
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "FrameTooLargeError",
     "frame",
     "FrameDecoder",
+    "ask_one_frame",
     "pack",
     "unpack",
     "u64_field",
@@ -140,6 +142,30 @@ class FrameDecoder:
         elif rest:
             self._buf = bytearray(rest)
         return frames
+
+
+async def ask_one_frame(addr: tuple[str, int], request: bytes, max_answer: int,
+                        timeout: float, closed: str = "closed without answering") -> bytes:
+    """Send ``request`` (framed already) on a new connection to ``addr`` and return the body of
+    the first frame that comes back, within ``timeout`` seconds. Raises OSError (ConnectionError
+    saying ``closed`` when the peer closes first), asyncio.TimeoutError or WireError."""
+    async def ask() -> bytes:
+        reader, writer = await asyncio.open_connection(*addr)
+        try:
+            writer.write(request)
+            dec = FrameDecoder(max_answer)
+            for _ in range(10_000):  # bounded: the answer is one frame
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError(closed)
+                bodies = dec.feed(data)
+                if bodies:
+                    return bodies[0]
+            raise WireError("no complete answer")
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(ask(), timeout)
 
 
 # ---------------------------------------------------------------------------------- helpers

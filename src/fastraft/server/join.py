@@ -17,7 +17,7 @@ import time
 
 from fastraft.config import ServerConfig, parse_url
 from fastraft.errors import ConfigError
-from fastraft.net.framing import FrameDecoder, WireError, frame
+from fastraft.net.framing import WireError, ask_one_frame, frame
 from fastraft.net.peercodec import decode_join_answer, encode_hello
 from fastraft.server.membership import Member, members_from_wire
 
@@ -37,25 +37,11 @@ async def query_member(addr: tuple[str, int], member_id: int, timeout: float
     """Ask one member at ``addr`` (its peer port) for (cluster id, members).
 
     Raises OSError, asyncio.TimeoutError or WireError."""
-    async def ask() -> tuple[int, list[Member]]:
-        reader, writer = await asyncio.open_connection(*addr)
-        try:
-            writer.write(frame(encode_hello(0, member_id)))
-            dec = FrameDecoder(_MAX_ANSWER)
-            for _ in range(10_000):  # bounded: the answer is one frame
-                data = await reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed without answering (an older fastraft, or "
-                                          "another cluster's member?)")
-                bodies = dec.feed(data)
-                if bodies:
-                    cid, wire = decode_join_answer(bodies[0])  # checked for shape there
-                    return cid, members_from_wire(wire)
-            raise WireError("no complete answer")
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(ask(), timeout)
+    body = await ask_one_frame(addr, frame(encode_hello(0, member_id)), _MAX_ANSWER, timeout,
+                               closed="closed without answering (an older fastraft, or "
+                                      "another cluster's member?)")
+    cid, wire = decode_join_answer(body)  # checked for shape there
+    return cid, members_from_wire(wire)
 
 
 async def discover_cluster(cfg: ServerConfig, timeout: float = 5.0

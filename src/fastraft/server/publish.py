@@ -11,7 +11,6 @@ its client (fastraft has no authentication yet).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import msgpack
@@ -19,7 +18,7 @@ import msgpack
 from fastraft.client.codec import decode_response, encode_request
 from fastraft.config import parse_url
 from fastraft.errors import BadRequestError, error_from_code
-from fastraft.net.framing import FrameDecoder, frame
+from fastraft.net.framing import ask_one_frame, frame
 from fastraft.server.membership import Membership
 
 __all__ = ["PUBLISH_OP", "PUBLISH_PREFIX", "publish_entry", "parse_publish", "ask_leader"]
@@ -66,25 +65,9 @@ async def ask_leader(leader_url: str, mid: int, client_urls: list[str], timeout:
     """Send ``member_publish`` to the leader at ``leader_url`` (its client URL) and wait for its
     answer: True if the URLs were recorded already, False if the leader proposed them now.
     Raises the leader's FastraftError, OSError or asyncio.TimeoutError."""
-    host, port = parse_url(leader_url)
-
-    async def ask() -> bool:
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            writer.write(frame(encode_request(1, "member_publish",
-                                              {"id": mid, "client_urls": client_urls})))
-            dec = FrameDecoder(_MAX_ANSWER)
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    raise ConnectionError("closed without answering")
-                bodies = dec.feed(data)
-                if bodies:
-                    _, err, res = decode_response(bodies[0])
-                    if err is not None:
-                        raise error_from_code(*err)
-                    return res.get("recorded") is True
-        finally:
-            writer.close()
-
-    return await asyncio.wait_for(ask(), timeout)
+    body = await ask_one_frame(parse_url(leader_url), frame(encode_request(
+        1, "member_publish", {"id": mid, "client_urls": client_urls})), _MAX_ANSWER, timeout)
+    _, err, res = decode_response(body)
+    if err is not None:
+        raise error_from_code(*err)
+    return res.get("recorded") is True
